@@ -1,0 +1,216 @@
+//! The command line: `pcsync [--config PATH] <run|migrate|check|...>` and its exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Settings, Sources};
+use crate::{db, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pcsync",
+    version,
+    about = "Keeps a PostgreSQL copy of what Microsoft Partner Center says each customer owns"
+)]
+pub struct Cli {
+    /// Configuration file (TOML) over the built-in defaults; also PCSYNC_CONFIG.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync on `sync.schedule` until stopped; with --once, one pass and exit.
+    Run {
+        /// Run one pass now and exit (for an outside cron or a Kubernetes CronJob).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Check the configuration, the database and (when credentials are set) a token.
+    Check,
+}
+
+/// pcsync's exit codes; the README documents them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every customer synced (or the command succeeded).
+    Ok = 0,
+    /// The run could not proceed: configuration, database, authentication.
+    Fatal = 1,
+    /// The run finished but some customers failed; their errors are in `pcsync.sync_errors`.
+    Partial = 2,
+    /// Interrupted by SIGINT.
+    Interrupted = 130,
+    /// Stopped by SIGTERM.
+    Terminated = 143,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// Parses the arguments and runs the command. Usage errors exit 1 (the run could not proceed),
+/// so that exit code 2 keeps its one meaning: some customers failed.
+pub fn main() -> Exit {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Fatal
+            } else {
+                Exit::Ok
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pcsync: cannot start the async runtime: {e}");
+            return Exit::Fatal;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> Exit {
+    let sources = Sources::from_process(cli.config.clone());
+    match cli.command {
+        Command::Check => check(&sources).await,
+        Command::Migrate => {
+            let Some(settings) = load(&sources) else {
+                return Exit::Fatal;
+            };
+            migrate(&settings).await
+        }
+        Command::Run { once } => {
+            let Some(settings) = load(&sources) else {
+                return Exit::Fatal;
+            };
+            run(&settings, once).await
+        }
+    }
+}
+
+fn load(sources: &Sources) -> Option<Settings> {
+    match Settings::load(sources) {
+        Ok(s) => {
+            telemetry::init(s.log.format);
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("pcsync: configuration error: {e}");
+            None
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> Exit {
+    let pool = match db::connect(&settings.database).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot connect");
+            return Exit::Fatal;
+        }
+    };
+    match db::migrate(&pool).await {
+        Ok(0) => {
+            tracing::info!(url = %settings.database.redacted_url(), "schema is up to date; nothing to apply");
+            Exit::Ok
+        }
+        Ok(n) => {
+            tracing::info!(url = %settings.database.redacted_url(), applied = n, "migrations applied");
+            Exit::Ok
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migration failed");
+            Exit::Fatal
+        }
+    }
+}
+
+async fn run(settings: &Settings, once: bool) -> Exit {
+    let pool = match db::connect(&settings.database).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot connect");
+            return Exit::Fatal;
+        }
+    };
+    if let Err(e) = db::migrate(&pool).await {
+        tracing::error!(error = %e, "migration failed");
+        return Exit::Fatal;
+    }
+    tracing::error!(
+        once,
+        schedule = %settings.sync.schedule,
+        "the sync engine is not built yet (see the README's status section); nothing was synced"
+    );
+    Exit::Fatal
+}
+
+/// One line per step, `ok` or `failed` with the reason; exit 0 only when every step passed.
+async fn check(sources: &Sources) -> Exit {
+    let settings = match Settings::load(sources) {
+        Ok(s) => {
+            println!(
+                "configuration  ok      auth.mode={:?}, customers.source={:?}, sync.schedule=\"{}\"",
+                s.auth.mode, s.customers.source, s.sync.schedule
+            );
+            s
+        }
+        Err(e) => {
+            println!("configuration  failed  {e}");
+            return Exit::Fatal;
+        }
+    };
+    let mut exit = Exit::Ok;
+    match db::connect(&settings.database).await {
+        Ok(pool) => {
+            let version: Result<String, _> = sqlx::query_scalar("SHOW server_version")
+                .fetch_one(&pool)
+                .await;
+            match version {
+                Ok(v) => println!(
+                    "database       ok      PostgreSQL {v} at {}",
+                    settings.database.redacted_url()
+                ),
+                Err(e) => {
+                    println!("database       failed  {e}");
+                    exit = Exit::Fatal;
+                }
+            }
+        }
+        Err(e) => {
+            println!("database       failed  {e}");
+            exit = Exit::Fatal;
+        }
+    }
+    if !settings.auth.any_set() {
+        println!(
+            "token          skipped no credentials set (auth.tenant_id, auth.client_id, auth.client_secret, auth.refresh_token)"
+        );
+        return exit;
+    }
+    match settings.auth.credentials() {
+        Ok(_) => println!(
+            "token          skipped credentials are complete; requesting a token arrives with the Partner Center client (see the README's status section)"
+        ),
+        Err(e) => {
+            println!("token          failed  {e}");
+            exit = Exit::Fatal;
+        }
+    }
+    exit
+}

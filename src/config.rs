@@ -1,0 +1,651 @@
+//! Configuration: `config/default.toml` (compiled in), then an optional file, then environment
+//! variables `PCSYNC__SECTION__KEY` (and `DATABASE_URL`), read once into typed, validated
+//! settings. Every error names the key and the form it expects; no error ever repeats a secret.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::schedule::CronSchedule;
+
+/// The committed defaults, so the binary runs with no file beside it.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variable naming the optional configuration file (`--config` wins over it).
+pub const CONFIG_FILE_ENV: &str = "PCSYNC_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read into keys at all (syntax, unknown key).
+    #[error("configuration could not be read: {0}")]
+    Load(String),
+    /// A key holds a value of the wrong form.
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Everything pcsync needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub partner_center: PartnerCenterSettings,
+    pub auth: AuthSettings,
+    pub customers: CustomerSettings,
+    pub sync: SyncSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// May hold a password, hence secret; use [`DatabaseSettings::redacted_url`] to show it.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    /// The URL with any password replaced, fit for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.redacted_url())
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `scheme://user:***@host/...`: the password never leaves this function.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Cannot fail for URLs that already carry a password.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PartnerCenterSettings {
+    pub base_url: Url,
+    pub request_timeout: Duration,
+    pub max_concurrency: usize,
+    pub requests_per_minute: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Secure application model: refresh token, App+User access tokens.
+    AppUser,
+    /// Client credentials: App-only access tokens (no managed services).
+    AppOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenVersion {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub authority: Url,
+    pub token_version: TokenVersion,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub refresh_token: Option<SecretString>,
+}
+
+/// What a token request needs, all present: see [`AuthSettings::credentials`].
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub mode: AuthMode,
+    pub authority: Url,
+    pub token_version: TokenVersion,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Present in [`AuthMode::AppUser`] only.
+    pub refresh_token: Option<SecretString>,
+}
+
+impl AuthSettings {
+    /// True when any credential is configured; `pcsync check` then tries to get a token.
+    pub fn any_set(&self) -> bool {
+        self.tenant_id.is_some()
+            || self.client_id.is_some()
+            || self.client_secret.is_some()
+            || self.refresh_token.is_some()
+    }
+
+    /// The credentials for the configured mode, or an error naming the first missing key.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let tenant_id = self.tenant_id.clone().ok_or_else(|| {
+            invalid(
+                "auth.tenant_id",
+                "not set; give the partner tenant id (a GUID or contoso.onmicrosoft.com)",
+            )
+        })?;
+        let client_id = self.client_id.clone().ok_or_else(|| {
+            invalid(
+                "auth.client_id",
+                "not set; give the application (client) id of the Entra app registration",
+            )
+        })?;
+        let client_secret = self.client_secret.clone().ok_or_else(|| {
+            invalid(
+                "auth.client_secret",
+                "not set; give the app's client secret (or auth.client_secret_file)",
+            )
+        })?;
+        let refresh_token = match self.mode {
+            AuthMode::AppOnly => None,
+            AuthMode::AppUser => Some(self.refresh_token.clone().ok_or_else(|| {
+                invalid(
+                    "auth.refresh_token",
+                    "not set; auth.mode = \"app_user\" needs a refresh token from the secure application model consent (or set auth.mode = \"app_only\")",
+                )
+            })?),
+        };
+        Ok(Credentials {
+            mode: self.mode,
+            authority: self.authority.clone(),
+            token_version: self.token_version,
+            tenant_id,
+            client_id,
+            client_secret,
+            refresh_token,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerSource {
+    File,
+    Api,
+}
+
+#[derive(Debug, Clone)]
+pub struct CustomerSettings {
+    pub source: CustomerSource,
+    pub file: PathBuf,
+    pub default_mpn_id: Option<String>,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub schedule: CronSchedule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+// ---- raw layer: every value arrives as text, so each error can name its key -------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    partner_center: RawPartnerCenter,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    customers: RawCustomers,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    max_connections: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartnerCenter {
+    base_url: Option<String>,
+    request_timeout_secs: Option<String>,
+    max_concurrency: Option<String>,
+    requests_per_minute: Option<String>,
+    max_attempts: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: Option<String>,
+    authority: Option<String>,
+    token_version: Option<String>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    refresh_token: Option<String>,
+    refresh_token_file: Option<String>,
+}
+
+// Hand-written so that a debug print of the raw layer cannot show a secret either.
+impl fmt::Debug for RawAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawAuth")
+            .field("mode", &self.mode)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomers {
+    source: Option<String>,
+    file: Option<String>,
+    default_mpn_id: Option<String>,
+    page_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    schedule: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+}
+
+/// Where settings come from besides the compiled-in defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config PATH`; when `None`, `PCSYNC_CONFIG` from `env` is used if set.
+    pub file: Option<PathBuf>,
+    /// The environment to read `PCSYNC__*`, `PCSYNC_CONFIG` and `DATABASE_URL` from.
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The process environment and an optional `--config` path.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and validates every layer. The first invalid key ends the load with its name.
+    pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        let file = sources.file.clone().or_else(|| {
+            sources
+                .env
+                .get(CONFIG_FILE_ENV)
+                .filter(|p| !p.trim().is_empty())
+                .map(PathBuf::from)
+        });
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = &file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "configuration file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let pcsync_env: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("PCSYNC__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("PCSYNC")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(pcsync_env.clone())),
+        );
+        let raw: RawSettings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let database_url_env = if pcsync_env.contains_key("PCSYNC__DATABASE__URL") {
+            None
+        } else {
+            sources
+                .env
+                .get("DATABASE_URL")
+                .filter(|v| !v.trim().is_empty())
+        };
+        validate(raw, database_url_env.cloned())
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn required(key: &'static str, value: Option<String>, form: &str) -> Result<String, ConfigError> {
+    non_empty(value).ok_or_else(|| invalid(key, format!("not set; expected {form}")))
+}
+
+fn number<T>(
+    key: &'static str,
+    value: Option<String>,
+    min: T,
+    max: T,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(text) = non_empty(value) else {
+        return Ok(default);
+    };
+    match text.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(invalid(
+            key,
+            format!("expected a whole number from {min} to {max}, got {text:?}"),
+        )),
+    }
+}
+
+fn choice<T: Copy>(
+    key: &'static str,
+    value: Option<String>,
+    options: &[(&str, T)],
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some(text) = non_empty(value) else {
+        return Ok(default);
+    };
+    let lowered = text.to_ascii_lowercase();
+    options
+        .iter()
+        .find(|(name, _)| *name == lowered)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            invalid(
+                key,
+                format!("expected one of {}, got {text:?}", names.join(", ")),
+            )
+        })
+}
+
+fn http_url(key: &'static str, value: Option<String>) -> Result<Url, ConfigError> {
+    let text = required(key, value, "an http(s) URL")?;
+    let url = Url::parse(&text).map_err(|e| {
+        invalid(
+            key,
+            format!("expected an http(s) URL such as https://host, got {text:?} ({e})"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            key,
+            format!("expected an http(s) URL such as https://host, got {text:?}"),
+        ));
+    }
+    Ok(url)
+}
+
+/// A secret given inline or in a file (Docker and Kubernetes secrets), never both.
+fn secret(
+    key: &'static str,
+    file_key: &'static str,
+    inline: Option<String>,
+    file: Option<String>,
+) -> Result<Option<SecretString>, ConfigError> {
+    // Not trimmed inline beyond emptiness: a secret is used as given.
+    let inline = inline.filter(|v| !v.trim().is_empty());
+    match (inline, non_empty(file)) {
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            format!("both {key} and {file_key} are set; keep one"),
+        )),
+        (Some(v), None) => Ok(Some(SecretString::from(v))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(Path::new(&path))
+                .map_err(|e| invalid(file_key, format!("cannot read the file {path:?}: {e}")))?;
+            // Files written by `echo` or editors end in a newline that is not part of the secret.
+            let trimmed = text.trim_end_matches(['\r', '\n']);
+            if trimmed.trim().is_empty() {
+                return Err(invalid(file_key, format!("the file {path:?} is empty")));
+            }
+            Ok(Some(SecretString::from(trimmed.to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// True for an MPN id (PartnerID): digits only, as the `?mpn_id=` filter and the schema expect.
+pub fn is_mpn_id(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settings, ConfigError> {
+    let db_url = database_url_env.or(non_empty(raw.database.url));
+    let db_url = required(
+        "database.url",
+        db_url,
+        "a PostgreSQL URL postgres://user[:password]@host[:port]/database",
+    )?;
+    let parsed = Url::parse(&db_url).ok();
+    let is_pg = parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+    if !is_pg || db_url.parse::<sqlx::postgres::PgConnectOptions>().is_err() {
+        // The value may hold a password: show only its redacted form.
+        return Err(invalid(
+            "database.url",
+            format!(
+                "expected a PostgreSQL URL postgres://user[:password]@host[:port]/database, got {}",
+                redact_url(&db_url)
+            ),
+        ));
+    }
+    let database = DatabaseSettings {
+        url: SecretString::from(db_url),
+        max_connections: number(
+            "database.max_connections",
+            raw.database.max_connections,
+            1,
+            1000,
+            10,
+        )?,
+    };
+
+    let pc = raw.partner_center;
+    let partner_center = PartnerCenterSettings {
+        base_url: http_url("partner_center.base_url", pc.base_url)?,
+        request_timeout: Duration::from_secs(number(
+            "partner_center.request_timeout_secs",
+            pc.request_timeout_secs,
+            1,
+            600,
+            60,
+        )?),
+        max_concurrency: number(
+            "partner_center.max_concurrency",
+            pc.max_concurrency,
+            1,
+            256,
+            8,
+        )?,
+        requests_per_minute: number(
+            "partner_center.requests_per_minute",
+            pc.requests_per_minute,
+            1,
+            100_000,
+            500,
+        )?,
+        max_attempts: number("partner_center.max_attempts", pc.max_attempts, 1, 20, 5)?,
+    };
+
+    let a = raw.auth;
+    let tenant_id = non_empty(a.tenant_id);
+    if let Some(t) = &tenant_id {
+        let ok = t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if !ok || t.len() > 255 {
+            return Err(invalid(
+                "auth.tenant_id",
+                format!(
+                    "expected a tenant GUID or a domain such as contoso.onmicrosoft.com, got {t:?}"
+                ),
+            ));
+        }
+    }
+    let client_id = non_empty(a.client_id);
+    if let Some(c) = &client_id {
+        if uuid::Uuid::try_parse(c).is_err() {
+            return Err(invalid(
+                "auth.client_id",
+                format!("expected the application (client) id, a GUID, got {c:?}"),
+            ));
+        }
+    }
+    let auth = AuthSettings {
+        mode: choice(
+            "auth.mode",
+            a.mode,
+            &[
+                ("app_user", AuthMode::AppUser),
+                ("app_only", AuthMode::AppOnly),
+            ],
+            AuthMode::AppUser,
+        )?,
+        authority: http_url("auth.authority", a.authority)?,
+        token_version: choice(
+            "auth.token_version",
+            a.token_version,
+            &[("v1", TokenVersion::V1), ("v2", TokenVersion::V2)],
+            TokenVersion::V1,
+        )?,
+        tenant_id,
+        client_id,
+        client_secret: secret(
+            "auth.client_secret",
+            "auth.client_secret_file",
+            a.client_secret,
+            a.client_secret_file,
+        )?,
+        refresh_token: secret(
+            "auth.refresh_token",
+            "auth.refresh_token_file",
+            a.refresh_token,
+            a.refresh_token_file,
+        )?,
+    };
+
+    let c = raw.customers;
+    let default_mpn_id = non_empty(c.default_mpn_id);
+    if let Some(m) = &default_mpn_id {
+        if !is_mpn_id(m) {
+            return Err(invalid(
+                "customers.default_mpn_id",
+                format!(
+                    "expected a Partner ID (MPN id) of digits only, such as 4847383, got {m:?}"
+                ),
+            ));
+        }
+    }
+    let customers = CustomerSettings {
+        source: choice(
+            "customers.source",
+            c.source,
+            &[("file", CustomerSource::File), ("api", CustomerSource::Api)],
+            CustomerSource::File,
+        )?,
+        file: PathBuf::from(required(
+            "customers.file",
+            c.file,
+            "the path of a CSV file",
+        )?),
+        default_mpn_id,
+        page_size: number("customers.page_size", c.page_size, 1, 500, 500)?,
+    };
+
+    let schedule_text = required(
+        "sync.schedule",
+        raw.sync.schedule,
+        "a cron expression such as \"0 2 * * *\"",
+    )?;
+    let schedule = CronSchedule::parse(&schedule_text).map_err(|e| {
+        invalid(
+            "sync.schedule",
+            format!(
+                "expected a cron expression (5 fields: minute hour day-of-month month day-of-week, or 6/7 with seconds first), got {schedule_text:?}: {e}"
+            ),
+        )
+    })?;
+
+    let log = LogSettings {
+        format: choice(
+            "log.format",
+            raw.log.format,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+        )?,
+    };
+
+    Ok(Settings {
+        database,
+        partner_center,
+        auth,
+        customers,
+        sync: SyncSettings { schedule },
+        log,
+    })
+}

@@ -1,0 +1,121 @@
+//! The database connection and the schema migrations (embedded in the binary).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use crate::config::DatabaseSettings;
+
+/// Every migration in `migrations/`, compiled in.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The schema that holds every pcsync object.
+pub const SCHEMA: &str = "pcsync";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "cannot connect to PostgreSQL at {url}: {reason}. Check database.url (or DATABASE_URL) and that the server is running"
+    )]
+    Connect { url: String, reason: String },
+    #[error("cannot create the database at {url}: {reason}. Create it yourself or grant CREATEDB")]
+    Create { url: String, reason: String },
+    #[error(
+        "migrating the database failed: {0}. Migrations are forward-only; a database changed by hand may need repair"
+    )]
+    Migrate(String),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// sqlx's connection errors name host and user but never the password; still, only the
+/// redacted URL is put beside them.
+fn connect_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out".to_string(),
+        sqlx::Error::Tls(t) => format!("TLS: {t}"),
+        other => other.to_string(),
+    }
+}
+
+fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    PgConnectOptions::from_str(settings.url.expose_secret())
+        .map(|o| o.application_name("pcsync"))
+        .map_err(|e| DbError::Connect {
+            url: settings.redacted_url(),
+            reason: connect_reason(&e),
+        })
+}
+
+/// Connects, creating the database first when it does not exist yet (a fresh server should
+/// need no manual step).
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let url = settings.url.expose_secret();
+    match Postgres::database_exists(url).await {
+        Ok(true) => {}
+        Ok(false) => {
+            Postgres::create_database(url)
+                .await
+                .map_err(|e| DbError::Create {
+                    url: settings.redacted_url(),
+                    reason: connect_reason(&e),
+                })?;
+            tracing::info!(url = %settings.redacted_url(), "created the database");
+        }
+        Err(e) => {
+            return Err(DbError::Connect {
+                url: settings.redacted_url(),
+                reason: connect_reason(&e),
+            });
+        }
+    }
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options(settings)?)
+        .await
+        .map_err(|e| DbError::Connect {
+            url: settings.redacted_url(),
+            reason: connect_reason(&e),
+        })
+}
+
+/// Applies pending migrations; a no-op when the schema is current. sqlx's own bookkeeping
+/// table is kept inside the `pcsync` schema too, so the public schema stays untouched.
+/// Returns how many migrations were applied.
+pub async fn migrate(pool: &PgPool) -> Result<usize, DbError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS pcsync")
+        .execute(&mut *conn)
+        .await?;
+    // Session-level on this one connection; it is reset before the connection is reused.
+    sqlx::query("SET search_path TO pcsync, public")
+        .execute(&mut *conn)
+        .await?;
+    let applied_before = applied_versions(&mut conn).await?;
+    let result = MIGRATOR.run(&mut *conn).await;
+    sqlx::query("RESET search_path").execute(&mut *conn).await?;
+    result.map_err(|e| DbError::Migrate(e.to_string()))?;
+    let applied_after = applied_versions(&mut conn).await?;
+    Ok(applied_after.saturating_sub(applied_before))
+}
+
+async fn applied_versions(conn: &mut sqlx::PgConnection) -> Result<usize, DbError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('pcsync._sqlx_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync._sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -1,0 +1,21 @@
+//! pcsync keeps a PostgreSQL copy of what Microsoft Partner Center says each customer owns.
+//!
+//! Data flow of one pass: the customer list (a CSV file or the Partner Center customer list) →
+//! for every customer, its subscriptions and managed services, fetched with bounded concurrency
+//! within the rate budget → compared with what is stored → new and changed rows written, with a
+//! change event per added, removed or changed field, in one transaction per customer.
+//!
+//! Modules, one concern each:
+//! - [`config`]: layered settings (defaults file, optional file, environment), validated once.
+//! - [`schedule`]: cron expressions for `pcsync run`.
+//! - [`telemetry`]: logging as text or JSON.
+//! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
+//! - [`pgserver`]: finding or starting a PostgreSQL server for tests and the demo.
+//! - [`cli`]: the commands and their exit codes; `main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod pgserver;
+pub mod schedule;
+pub mod telemetry;
