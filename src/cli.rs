@@ -34,6 +34,59 @@ pub enum Command {
     Migrate,
     /// Check the configuration, the database and (when credentials are set) a token.
     Check,
+    /// Serve a simulated Partner Center on loopback until stopped (Ctrl-C).
+    #[cfg(feature = "simulator")]
+    Simulate(SimulateArgs),
+}
+
+#[cfg(feature = "simulator")]
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Number of customers (the seed pages' customer among them), up to 100000.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub customers: u32,
+    /// Seed of the generated data: the same seed gives the same customers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Average subscriptions per customer.
+    #[arg(long, default_value_t = 10)]
+    pub subscriptions: u32,
+    /// Average managed services per customer.
+    #[arg(long, default_value_t = 5)]
+    pub managed_services: u32,
+    /// Latency added to every API response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Random extra latency, 0 to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Rate budget in requests per minute (429 with Retry-After beyond it); unlimited if absent.
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Requests admitted back to back before the rate applies (default rpm/60).
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// A fault: KIND[:PROBABILITY][@CUSTOMER_ID], KIND one of 500, 503, hang, truncated,
+    /// malformed, bom, mfa_required. Repeatable.
+    #[arg(long = "fault", value_parser = parse_fault)]
+    pub faults: Vec<crate::simulator::FaultRule>,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_lifetime_secs: u64,
+    /// Write `links.next.uri` of the customer list with the /v1 prefix.
+    #[arg(long)]
+    pub next_link_v1: bool,
+    /// Where to write the customer list CSV.
+    #[arg(long, default_value = "sim-customers.csv")]
+    pub csv: PathBuf,
+}
+
+#[cfg(feature = "simulator")]
+fn parse_fault(text: &str) -> Result<crate::simulator::FaultRule, String> {
+    crate::simulator::FaultRule::parse(text)
 }
 
 /// pcsync's exit codes; the README documents them.
@@ -88,6 +141,8 @@ async fn dispatch(cli: Cli) -> Exit {
     let sources = Sources::from_process(cli.config.clone());
     match cli.command {
         Command::Check => check(&sources).await,
+        #[cfg(feature = "simulator")]
+        Command::Simulate(args) => simulate(args).await,
         Command::Migrate => {
             let Some(settings) = load(&sources) else {
                 return Exit::Fatal;
@@ -213,4 +268,61 @@ async fn check(sources: &Sources) -> Exit {
         }
     }
     exit
+}
+
+#[cfg(feature = "simulator")]
+async fn simulate(args: SimulateArgs) -> Exit {
+    use crate::simulator::{Knobs, SimConfig, Simulator};
+    telemetry::init(crate::config::LogFormat::Text);
+    let config = SimConfig {
+        seed: args.seed,
+        customers: args.customers,
+        subscriptions_per_customer: args.subscriptions,
+        managed_services_per_customer: args.managed_services,
+        access_token_lifetime: std::time::Duration::from_secs(args.token_lifetime_secs.max(1)),
+        next_link_with_v1: args.next_link_v1,
+        knobs: Knobs {
+            latency_ms: args.latency_ms,
+            jitter_ms: args.jitter_ms,
+            requests_per_minute: args.rpm,
+            burst: args.burst,
+            faults: args.faults,
+            hang_secs: None,
+        },
+        ..SimConfig::default()
+    };
+    let sim = match Simulator::start_on(config, args.port).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "pcsync simulate: cannot listen on 127.0.0.1:{}: {e}",
+                args.port
+            );
+            return Exit::Fatal;
+        }
+    };
+    if let Err(e) = std::fs::write(&args.csv, sim.customers_csv()) {
+        eprintln!("pcsync simulate: cannot write {}: {e}", args.csv.display());
+        return Exit::Fatal;
+    }
+    let csv = std::fs::canonicalize(&args.csv).unwrap_or(args.csv.clone());
+    println!(
+        "Partner Center simulator on {} ({} customers, seed {}). Ctrl-C stops it.",
+        sim.base_url(),
+        args.customers,
+        args.seed
+    );
+    println!("\nPoint pcsync at it (the credentials are the simulator's own):");
+    for (k, v) in sim.env_vars() {
+        println!("  export {k}={v}");
+    }
+    println!("  export PCSYNC__CUSTOMERS__FILE={}", csv.display());
+    println!(
+        "\nControl: GET {0}/_sim/stats | POST {0}/_sim/mutate {{\"fraction\":0.01,\"seed\":1}} | POST {0}/_sim/change | GET/PUT {0}/_sim/knobs",
+        sim.base_url()
+    );
+    match crate::shutdown::signal().await {
+        crate::shutdown::Signal::Interrupt => Exit::Interrupted,
+        crate::shutdown::Signal::Terminate => Exit::Terminated,
+    }
 }

@@ -11,11 +11,18 @@
 //! - [`telemetry`]: logging as text or JSON.
 //! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
 //! - [`pgserver`]: finding or starting a PostgreSQL server for tests and the demo.
+//! - [`ratelimit`]: the request budget arithmetic (GCRA) shared by client and simulator.
+//! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
+//! - [`shutdown`]: SIGINT and SIGTERM.
 //! - [`cli`]: the commands and their exit codes; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod pgserver;
+pub mod ratelimit;
 pub mod schedule;
+pub mod shutdown;
+#[cfg(feature = "simulator")]
+pub mod simulator;
 pub mod telemetry;
