@@ -68,6 +68,8 @@ impl Rng {
 const PURPOSE_CUSTOMER: u64 = 1;
 const PURPOSE_SUBSCRIPTION: u64 = 2;
 const PURPOSE_ADDED: u64 = 3;
+const PURPOSE_PROFILE: u64 = 4;
+const PURPOSE_SERVICES: u64 = 5;
 
 /// One simulated customer and everything it owns.
 #[derive(Debug, Clone)]
@@ -429,15 +431,52 @@ pub fn added_customer_id(shape: &Shape, k: u32) -> Uuid {
     Rng::derive(shape.seed, PURPOSE_ADDED, u64::from(k)).uuid()
 }
 
+/// Which parts of a customer to generate: an API call needs one, so the others are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub subscriptions: bool,
+    pub managed_services: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        subscriptions: true,
+        managed_services: true,
+    };
+    pub const PROFILE: Parts = Parts {
+        subscriptions: false,
+        managed_services: false,
+    };
+    pub const SUBSCRIPTIONS: Parts = Parts {
+        subscriptions: true,
+        managed_services: false,
+    };
+    pub const MANAGED_SERVICES: Parts = Parts {
+        subscriptions: false,
+        managed_services: true,
+    };
+}
+
 /// Everything generated customer `index` owns, before any mutation.
 pub fn generate_customer(shape: &Shape, index: u32) -> CustomerData {
+    generate_customer_parts(shape, index, Parts::ALL)
+}
+
+/// The profile and the asked-for parts of generated customer `index`; each part comes from a
+/// generator of its own, so it is the same whichever parts are asked for.
+pub fn generate_customer_parts(shape: &Shape, index: u32, parts: Parts) -> CustomerData {
     if index == 0 {
-        return seed_customer();
+        let mut seed = seed_customer();
+        if !parts.subscriptions {
+            seed.subscriptions.clear();
+        }
+        if !parts.managed_services {
+            seed.managed_services.clear();
+        }
+        return seed;
     }
     let id = customer_id(shape, index);
-    let mut rng = Rng::derive(shape.seed, PURPOSE_SUBSCRIPTION, u64::from(index));
-    // Advance past the id so that names and subscriptions are independent of it.
-    rng.next_u64();
+    let mut rng = Rng::derive(shape.seed, PURPOSE_PROFILE, u64::from(index));
     let base = rng.pick(NAMES);
     let company_name = format!("{base} {index} {}", rng.pick(SUFFIXES));
     let domain = format!(
@@ -450,29 +489,37 @@ pub fn generate_customer(shape: &Shape, index: u32) -> CustomerData {
         "advisor"
     }
     .to_string();
-    let avg = u64::from(shape.subscriptions_per_customer);
-    // About `avg`: uniform in avg/2 ..= avg*3/2.
-    let n_subs = if avg == 0 {
-        0
-    } else {
-        avg / 2 + rng.below(avg + 1)
-    };
-    let subscriptions = (0..n_subs).map(|_| subscription(&mut rng, id)).collect();
-    let ms_avg = u64::from(shape.managed_services_per_customer).min(SERVICES.len() as u64);
-    let n_services = if ms_avg == 0 {
-        0
-    } else {
-        (ms_avg - ms_avg / 3 + rng.below(2 * (ms_avg / 3) + 1)).min(SERVICES.len() as u64)
-    };
-    // A rotation of the catalogue, so customers differ but never repeat a service.
-    let start = rng.below(SERVICES.len() as u64) as usize;
-    let ctid = id.to_string();
-    let managed_services = (0..n_services as usize)
-        .map(|k| {
-            let (sid, name, group) = SERVICES[(start + k) % SERVICES.len()];
-            managed_service(sid, name, group, &ctid, &domain)
-        })
-        .collect();
+    let mut subscriptions = Vec::new();
+    if parts.subscriptions {
+        let mut rng = Rng::derive(shape.seed, PURPOSE_SUBSCRIPTION, u64::from(index));
+        let avg = u64::from(shape.subscriptions_per_customer);
+        // About `avg`: uniform in avg/2 ..= avg*3/2.
+        let n_subs = if avg == 0 {
+            0
+        } else {
+            avg / 2 + rng.below(avg + 1)
+        };
+        subscriptions = (0..n_subs).map(|_| subscription(&mut rng, id)).collect();
+    }
+    let mut managed_services = Vec::new();
+    if parts.managed_services {
+        let mut rng = Rng::derive(shape.seed, PURPOSE_SERVICES, u64::from(index));
+        let ms_avg = u64::from(shape.managed_services_per_customer).min(SERVICES.len() as u64);
+        let n_services = if ms_avg == 0 {
+            0
+        } else {
+            (ms_avg - ms_avg / 3 + rng.below(2 * (ms_avg / 3) + 1)).min(SERVICES.len() as u64)
+        };
+        // A rotation of the catalogue, so customers differ but never repeat a service.
+        let start = rng.below(SERVICES.len() as u64) as usize;
+        let ctid = id.to_string();
+        managed_services = (0..n_services as usize)
+            .map(|k| {
+                let (sid, name, group) = SERVICES[(start + k) % SERVICES.len()];
+                managed_service(sid, name, group, &ctid, &domain)
+            })
+            .collect();
+    }
     CustomerData {
         id,
         company_name,
@@ -513,6 +560,11 @@ fn object(text: &str) -> Map<String, Value> {
 
 /// The customer of the seed pages: its objects are the pages' response examples, verbatim.
 pub fn seed_customer() -> CustomerData {
+    static SEED: std::sync::OnceLock<CustomerData> = std::sync::OnceLock::new();
+    SEED.get_or_init(parse_seed_customer).clone()
+}
+
+fn parse_seed_customer() -> CustomerData {
     CustomerData {
         id: Uuid::parse_str(SEED_CUSTOMER_ID).unwrap_or_default(),
         company_name: "Contoso Seed Customer".into(),

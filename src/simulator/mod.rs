@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 pub use data::{CustomerData, SEED_CUSTOMER_ID, SEED_MPN_ID};
-use data::{Rng, Shape};
+use data::{Parts, Rng, Shape};
 
 use crate::ratelimit::Gcra;
 
@@ -362,11 +362,16 @@ impl World {
     }
 
     fn get(&self, id: &Uuid) -> Option<CustomerData> {
+        self.get_parts(id, Parts::ALL)
+    }
+
+    /// The customer with only the asked-for parts filled in (changed customers come whole).
+    fn get_parts(&self, id: &Uuid, parts: Parts) -> Option<CustomerData> {
         if let Some(c) = self.overrides.get(id) {
             return Some(c.clone());
         }
         match self.slots.get(id)? {
-            Slot::Generated(i) => Some(data::generate_customer(&self.shape, *i)),
+            Slot::Generated(i) => Some(data::generate_customer_parts(&self.shape, *i, parts)),
             Slot::Added(k) => Some(data::generate_added_customer(&self.shape, *k)),
         }
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::data::Rng;
+use super::data::{Parts, Rng};
 use super::{
     Endpoint, FaultKind, Knobs, PARTNER_CENTER_RESOURCE, RefreshToken, SIM_CLIENT_ID,
     SIM_CLIENT_SECRET, SIM_TENANT_ID, State, Token, limiter_for, lock,
@@ -571,7 +571,7 @@ async fn customers(
             .get(offset..end)
             .unwrap_or_default()
             .iter()
-            .filter_map(|id| world.get(id))
+            .filter_map(|id| world.get_parts(id, Parts::PROFILE))
             .map(|c| c.customer_json())
             .collect();
         let prefix = if st.config.next_link_with_v1 {
@@ -602,6 +602,7 @@ async fn customers(
 fn customer_answer(
     state: &State,
     raw_id: &str,
+    parts: Parts,
 ) -> Result<super::CustomerData, (StatusCode, u32, String)> {
     let Ok(id) = Uuid::parse_str(raw_id) else {
         return Err((
@@ -618,7 +619,7 @@ fn customer_answer(
             "There is no relationship between caller and account.".into(),
         ));
     }
-    world.get(&id).ok_or((
+    world.get_parts(&id, parts).ok_or((
         StatusCode::NOT_FOUND,
         1000,
         format!("Customer {id} was not found."),
@@ -654,7 +655,7 @@ async fn subscriptions(
                     );
                 }
             }
-            match customer_answer(&st, &raw_id) {
+            match customer_answer(&st, &raw_id, Parts::SUBSCRIPTIONS) {
                 Err((s, c, d)) => Answer::Error(s, c, d),
                 Ok(c) => {
                     let items: Vec<Value> = c
@@ -700,7 +701,7 @@ async fn managed_services(
                     .into(),
             );
             }
-            match customer_answer(&st, &raw_id) {
+            match customer_answer(&st, &raw_id, Parts::MANAGED_SERVICES) {
                 Err((s, c, d)) => Answer::Error(s, c, d),
                 Ok(c) => {
                     let items: Vec<Value> =
