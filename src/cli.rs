@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, Sources};
+use crate::partner_center::{RefreshTokenStore, TokenProvider};
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
@@ -231,10 +232,11 @@ async fn check(sources: &Sources) -> Exit {
         }
     };
     let mut exit = Exit::Ok;
+    let mut pool = None;
     match db::connect(&settings.database).await {
-        Ok(pool) => {
+        Ok(p) => {
             let version: Result<String, _> = sqlx::query_scalar("SHOW server_version")
-                .fetch_one(&pool)
+                .fetch_one(&p)
                 .await;
             match version {
                 Ok(v) => println!(
@@ -246,6 +248,7 @@ async fn check(sources: &Sources) -> Exit {
                     exit = Exit::Fatal;
                 }
             }
+            pool = Some(p);
         }
         Err(e) => {
             println!("database       failed  {e}");
@@ -258,9 +261,39 @@ async fn check(sources: &Sources) -> Exit {
         );
         return exit;
     }
-    match settings.auth.credentials() {
-        Ok(_) => println!(
-            "token          skipped credentials are complete; requesting a token arrives with the Partner Center client (see the README's status section)"
+    let creds = match settings.auth.credentials() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("token          failed  {e}");
+            return Exit::Fatal;
+        }
+    };
+    // The stored rotated token is read when the schema exists; check never writes the schema.
+    let store = match &pool {
+        Some(p) if db::schema_current(p).await => Some(RefreshTokenStore::new(p.clone())),
+        _ => None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(settings.partner_center.request_timeout)
+        .build();
+    let result = match http {
+        Ok(http) => match TokenProvider::new(http, creds, store).await {
+            Ok(provider) => provider.token().await.map(|_| provider.mode()),
+            Err(e) => Err(e),
+        },
+        Err(e) => {
+            println!("token          failed  cannot build an HTTP client: {e}");
+            return Exit::Fatal;
+        }
+    };
+    match result {
+        Ok(mode) => println!(
+            "token          ok      {} token from {}",
+            match mode {
+                crate::config::AuthMode::AppUser => "App+User",
+                crate::config::AuthMode::AppOnly => "App-only",
+            },
+            settings.auth.authority
         ),
         Err(e) => {
             println!("token          failed  {e}");

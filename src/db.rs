@@ -119,3 +119,13 @@ async fn applied_versions(conn: &mut sqlx::PgConnection) -> Result<usize, DbErro
         .await?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
+
+/// True when every embedded migration has been applied (read-only; for `pcsync check`).
+pub async fn schema_current(pool: &PgPool) -> bool {
+    let Ok(mut conn) = pool.acquire().await else {
+        return false;
+    };
+    applied_versions(&mut conn)
+        .await
+        .is_ok_and(|n| n >= MIGRATOR.iter().count())
+}

@@ -10,6 +10,7 @@
 //! - [`schedule`]: cron expressions for `pcsync run`.
 //! - [`telemetry`]: logging as text or JSON.
 //! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
+//! - [`partner_center`]: the Partner Center client (auth, retries, throttling, paging, models).
 //! - [`pgserver`]: finding or starting a PostgreSQL server for tests and the demo.
 //! - [`ratelimit`]: the request budget arithmetic (GCRA) shared by client and simulator.
 //! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod partner_center;
 pub mod pgserver;
 pub mod ratelimit;
 pub mod schedule;

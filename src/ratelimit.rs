@@ -30,6 +30,17 @@ impl Gcra {
         self.interval
     }
 
+    /// Changes the sustained rate from now on; slots already handed out stay where they are.
+    pub fn set_interval(&mut self, interval: Duration) {
+        let burst = if self.interval.is_zero() {
+            1
+        } else {
+            (self.tolerance.as_nanos() / self.interval.as_nanos()) as u32 + 1
+        };
+        self.interval = interval;
+        self.tolerance = interval * burst.saturating_sub(1);
+    }
+
     /// Admits a request now, or says how long until one would be admitted (nothing is taken).
     pub fn try_acquire(&mut self, now: Duration) -> Result<(), Duration> {
         let tat = self.tat.max(now);
