@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, Sources};
+use std::sync::Arc;
+
 use crate::partner_center::{RefreshTokenStore, TokenProvider};
+use crate::shutdown::Signal;
+use crate::sync::{self, PassReport, RunStatus, SyncError, Trigger};
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
@@ -35,6 +39,13 @@ pub enum Command {
     Migrate,
     /// Check the configuration, the database and (when credentials are set) a token.
     Check,
+    /// Try pcsync with no account: a simulated Partner Center, two passes, a report.
+    #[cfg(feature = "simulator")]
+    Demo {
+        /// Simulated customers.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        customers: u32,
+    },
     /// Serve a simulated Partner Center on loopback until stopped (Ctrl-C).
     #[cfg(feature = "simulator")]
     Simulate(SimulateArgs),
@@ -99,6 +110,8 @@ pub enum Exit {
     Fatal = 1,
     /// The run finished but some customers failed; their errors are in `pcsync.sync_errors`.
     Partial = 2,
+    /// Another pass holds the lock on this database; this one did not start.
+    AlreadyRunning = 3,
     /// Interrupted by SIGINT.
     Interrupted = 130,
     /// Stopped by SIGTERM.
@@ -144,6 +157,8 @@ async fn dispatch(cli: Cli) -> Exit {
         Command::Check => check(&sources).await,
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulate(args).await,
+        #[cfg(feature = "simulator")]
+        Command::Demo { customers } => crate::demo::run(customers).await,
         Command::Migrate => {
             let Some(settings) = load(&sources) else {
                 return Exit::Fatal;
@@ -196,6 +211,46 @@ async fn migrate(settings: &Settings) -> Exit {
     }
 }
 
+/// Watches for SIGINT and SIGTERM: the first one sets `stop` (no new customer starts) and is
+/// remembered for the exit code.
+fn watch_signals() -> (
+    tokio::sync::watch::Receiver<bool>,
+    Arc<std::sync::Mutex<Option<Signal>>>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let signal = crate::shutdown::signal().await;
+        tracing::warn!(
+            ?signal,
+            "stopping: no new customer starts; those in flight finish"
+        );
+        if let Ok(mut s) = record.lock() {
+            *s = Some(signal);
+        }
+        let _ = tx.send(true);
+    });
+    (rx, seen)
+}
+
+fn signal_exit(seen: &std::sync::Mutex<Option<Signal>>) -> Exit {
+    match seen.lock().ok().and_then(|s| *s) {
+        Some(Signal::Terminate) => Exit::Terminated,
+        _ => Exit::Interrupted,
+    }
+}
+
+/// The exit code of a finished pass.
+pub fn pass_exit(report: &PassReport, seen: &std::sync::Mutex<Option<Signal>>) -> Exit {
+    match report.status {
+        RunStatus::Succeeded => Exit::Ok,
+        RunStatus::Partial => Exit::Partial,
+        RunStatus::Failed => Exit::Fatal,
+        RunStatus::Interrupted => signal_exit(seen),
+    }
+}
+
 async fn run(settings: &Settings, once: bool) -> Exit {
     let pool = match db::connect(&settings.database).await {
         Ok(p) => p,
@@ -208,12 +263,49 @@ async fn run(settings: &Settings, once: bool) -> Exit {
         tracing::error!(error = %e, "migration failed");
         return Exit::Fatal;
     }
-    tracing::error!(
-        once,
-        schedule = %settings.sync.schedule,
-        "the sync engine is not built yet (see the README's status section); nothing was synced"
-    );
-    Exit::Fatal
+    let (stop, seen) = watch_signals();
+    if once {
+        return match sync::run_pass(settings, &pool, Trigger::Once, stop).await {
+            Ok(report) => pass_exit(&report, &seen),
+            Err(SyncError::AlreadyRunning) => {
+                tracing::error!("{}", SyncError::AlreadyRunning);
+                Exit::AlreadyRunning
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the pass could not run");
+                Exit::Fatal
+            }
+        };
+    }
+    let mut stop_wait = stop.clone();
+    loop {
+        let now = chrono::Utc::now();
+        let Some(next) = settings.sync.schedule.next_after(now) else {
+            tracing::info!(schedule = %settings.sync.schedule, "the schedule fires no more; exiting");
+            return Exit::Ok;
+        };
+        tracing::info!(next = %next.to_rfc3339(), schedule = %settings.sync.schedule, "waiting for the next pass");
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_wait.changed() => return signal_exit(&seen),
+        }
+        // Passes run one after another in this loop, so the worker never overlaps itself; a
+        // pass longer than the interval skips the firings it covered.
+        match sync::run_pass(settings, &pool, Trigger::Schedule, stop.clone()).await {
+            Ok(report) if report.status == RunStatus::Interrupted => return signal_exit(&seen),
+            Ok(_) => {}
+            Err(SyncError::AlreadyRunning) => {
+                tracing::warn!("{}; skipping this firing", SyncError::AlreadyRunning)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the pass could not run; trying again at the next firing")
+            }
+        }
+        if *stop.borrow() {
+            return signal_exit(&seen);
+        }
+    }
 }
 
 /// One line per step, `ok` or `failed` with the reason; exit 0 only when every step passed.

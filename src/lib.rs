@@ -15,11 +15,15 @@
 //! - [`ratelimit`]: the request budget arithmetic (GCRA) shared by client and simulator.
 //! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
 //! - [`shutdown`]: SIGINT and SIGTERM.
+//! - [`sync`]: one pass: customer list, bounded fetch, change detection, per-customer store.
+//! - [`demo`] (feature `simulator`): `pcsync demo`, end to end on the simulator.
 //! - [`cli`]: the commands and their exit codes; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
 pub mod config;
 pub mod db;
+#[cfg(feature = "simulator")]
+pub mod demo;
 pub mod partner_center;
 pub mod pgserver;
 pub mod ratelimit;
@@ -27,4 +31,5 @@ pub mod schedule;
 pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod sync;
 pub mod telemetry;

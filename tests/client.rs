@@ -77,7 +77,8 @@ async fn app_user_reads_subscriptions_and_managed_services() {
     assert_eq!(nce.product_type.as_deref(), Some("OnlineServicesNCE"));
     assert_eq!(
         nce.creation_date.map(|d| d.to_rfc3339()),
-        Some("2024-06-05T19:26:38.366763500+00:00".to_string())
+        Some("2024-06-05T19:26:38.366763+00:00".to_string()),
+        "7 digits, truncated to the microseconds PostgreSQL keeps"
     );
     assert!(nce.raw.contains_key("refundableQuantity"));
     let services = c.managed_services(seed()).await.expect("managed services");

@@ -121,8 +121,15 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
+/// Truncated to microseconds: PostgreSQL keeps no more, and a value that came back from the
+/// database must compare equal to the one fetched again.
 fn timestamp(map: &Map<String, Value>, key: &str) -> Option<DateTime<Utc>> {
-    map.get(key)?.as_str().and_then(parse_timestamp)
+    map.get(key)?
+        .as_str()
+        .and_then(parse_timestamp)
+        .and_then(|t| {
+            chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::microseconds(1)).ok()
+        })
 }
 
 /// A customer of the customer list.

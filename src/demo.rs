@@ -1,0 +1,229 @@
+//! `pcsync demo`: pcsync end to end with no Microsoft account and no configuration. Starts the
+//! simulator in-process, finds a database (as the test harness does), syncs, changes a few
+//! things in the simulated Partner Center, syncs again, and reports what was detected.
+
+use std::collections::HashMap;
+
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::cli::Exit;
+use crate::config::{Settings, Sources};
+use crate::pgserver::PgServer;
+use crate::simulator::{Change, SimConfig, Simulator};
+use crate::sync::{self, PassReport, Trigger};
+use crate::{db, telemetry};
+
+const DEMO_DATABASE: &str = "pcsync_demo";
+
+/// company, object, kind, field, old value, new value
+type SampleRow = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub async fn run(customers: u32) -> Exit {
+    // The demo prints its own report; the per-change log lines stay available with RUST_LOG=info.
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: no other thread reads the environment yet at this point of start-up.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    telemetry::init(crate::config::LogFormat::Text);
+    match demo(customers).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("pcsync demo: {e}");
+            Exit::Fatal
+        }
+    }
+}
+
+async fn demo(customers: u32) -> anyhow::Result<Exit> {
+    let server = tokio::task::spawn_blocking(PgServer::find_or_start).await??;
+    let mut admin = PgConnection::connect(&server.admin_url()).await?;
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"
+    ))
+    .execute(&mut admin)
+    .await?;
+    sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let database_url = server.database_url(DEMO_DATABASE);
+
+    let sim = Simulator::start(SimConfig {
+        customers,
+        ..SimConfig::default()
+    })
+    .await?;
+    let dir = tempfile_dir()?;
+    let csv = dir.join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv())?;
+
+    let mut env: HashMap<String, String> = sim.env_vars().into_iter().collect();
+    env.insert("PCSYNC__DATABASE__URL".into(), database_url.clone());
+    env.insert(
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        csv.to_string_lossy().to_string(),
+    );
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+        "100000".into(),
+    );
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
+        "16".into(),
+    );
+    let settings = Settings::load(&Sources { file: None, env })?;
+    let shown_url = settings.database.redacted_url();
+
+    println!("pcsync demo");
+    println!(
+        "  Partner Center: simulated at {} ({customers} customers)",
+        sim.base_url()
+    );
+    println!(
+        "  PostgreSQL:     {shown_url}{}",
+        if server.is_throwaway() {
+            " (a throwaway cluster, removed when the demo ends)"
+        } else {
+            ""
+        }
+    );
+
+    let pool = db::connect(&settings.database).await?;
+    db::migrate(&pool).await?;
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+
+    let first = sync::run_pass(&settings, &pool, Trigger::Demo, stop.clone()).await?;
+    let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.subscriptions")
+        .fetch_one(&pool)
+        .await?;
+    let services: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.managed_services")
+        .fetch_one(&pool)
+        .await?;
+    println!();
+    print_pass("pass 1 (first load)", &first);
+    println!("  stored: {subs} subscriptions, {services} managed services");
+
+    // What a week in Partner Center might bring.
+    let mut simulated = sim.mutate(0.02, 7);
+    let ids = sim.customer_ids();
+    let pick = |i: usize| ids[i % ids.len()];
+    if let Some(c) = sim.customer(pick(1)) {
+        if let Some(id) = c.subscriptions.first().and_then(|s| s["id"].as_str()) {
+            simulated.extend(sim.apply(Change::RemoveSubscription {
+                customer_id: c.id,
+                subscription_id: id.to_string(),
+            })?);
+        }
+    }
+    simulated.extend(sim.apply(Change::AddSubscription {
+        customer_id: pick(2),
+        subscription: None,
+    })?);
+    if let Some(c) = sim.customer(pick(3)) {
+        if let Some(id) = c.managed_services.first().and_then(|s| s["id"].as_str()) {
+            simulated.extend(sim.apply(Change::RemoveManagedService {
+                customer_id: c.id,
+                service_id: id.to_string(),
+            })?);
+        }
+    }
+    println!();
+    println!(
+        "  simulated in Partner Center: {} changes (status flips, quantity edits, renewals, term and auto-renew changes, one subscription removed, one added, one managed service removed)",
+        simulated.len()
+    );
+
+    let second = sync::run_pass(&settings, &pool, Trigger::Demo, stop).await?;
+    println!();
+    print_pass("pass 2", &second);
+    let by_kind: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT entity, kind, field, count(*) FROM pcsync.change_events WHERE run_id = $1
+         GROUP BY entity, kind, field ORDER BY entity, kind, field",
+    )
+    .bind(second.run_id)
+    .fetch_all(&pool)
+    .await?;
+    println!("  changes detected, by kind:");
+    for (entity, kind, field, n) in &by_kind {
+        println!(
+            "    {entity:<16} {kind:<8} {:<22} {n:>5}",
+            field.as_deref().unwrap_or("")
+        );
+    }
+    let samples: Vec<SampleRow> =
+        sqlx::query_as(
+            "SELECT coalesce(company_name, customer_id::text), object_name, kind, field, old_value, new_value
+             FROM pcsync.recent_changes WHERE run_id = $1 ORDER BY event_id LIMIT 8",
+        )
+        .bind(second.run_id)
+        .fetch_all(&pool)
+        .await?;
+    println!("  a few of them:");
+    for (company, object, kind, field, old, new) in &samples {
+        let what = match field {
+            Some(f) => format!(
+                "{f}: {} -> {}",
+                old.as_deref().unwrap_or("(none)"),
+                new.as_deref().unwrap_or("(none)")
+            ),
+            None => String::new(),
+        };
+        println!(
+            "    {company} / {}: {kind} {what}",
+            object.as_deref().unwrap_or("?")
+        );
+    }
+    println!();
+    if server.is_throwaway() {
+        println!(
+            "The data lived in a throwaway cluster and is gone with it. With a PostgreSQL server on 127.0.0.1:5432 (or DATABASE_URL), the demo keeps its database to look at."
+        );
+    } else {
+        println!(
+            "Look at the data (the database {DEMO_DATABASE} is kept; the next demo replaces it):"
+        );
+        println!(
+            "  psql '{shown_url}' -c \"SELECT company_name, object_name, kind, field, old_value, new_value FROM pcsync.recent_changes ORDER BY event_id DESC LIMIT 20\""
+        );
+        println!(
+            "  psql '{shown_url}' -c \"SELECT company_name, offer_name, status, licenses FROM pcsync.license_totals ORDER BY licenses DESC LIMIT 20\""
+        );
+        println!("  psql '{shown_url}' -c \"SELECT * FROM pcsync.sync_runs ORDER BY started_at\"");
+    }
+    pool.close().await;
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if first.customers_failed + second.customers_failed == 0 {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
+}
+
+fn print_pass(title: &str, r: &PassReport) {
+    println!(
+        "  {title}: {} of {} customers synced, {} failed; {} changes recorded; {} requests ({} throttled, {} retried) in {:.1} s",
+        r.customers_succeeded,
+        r.customers_total,
+        r.customers_failed,
+        r.changes,
+        r.api_requests,
+        r.throttled,
+        r.retries,
+        r.elapsed.as_secs_f64()
+    );
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("pcsync-demo-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,371 @@
+//! Change detection: a customer's freshly fetched objects against what is stored, as pure
+//! code. The caller runs it only on a complete fetch, so a missing object is a real removal
+//! (an empty successful answer is a real zero).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+use crate::partner_center::{ManagedService, Subscription};
+
+/// An object pcsync keeps a row of: its id, its business fields as text, its raw JSON.
+pub trait Entity {
+    /// `subscription` or `managed_service`, as in `change_events.entity`.
+    const KIND: &'static str;
+    /// Column names of the business fields, in the order of [`Entity::values`].
+    const FIELDS: &'static [&'static str];
+    fn id(&self) -> &str;
+    /// The business fields as text (`None` for no value); what change events show.
+    fn values(&self) -> Vec<Option<String>>;
+    fn raw(&self) -> &Map<String, Value>;
+}
+
+fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+fn num(n: &Option<i64>) -> Option<String> {
+    n.map(|n| n.to_string())
+}
+
+fn flag(b: &Option<bool>) -> Option<String> {
+    b.map(|b| b.to_string())
+}
+
+impl Entity for Subscription {
+    const KIND: &'static str = "subscription";
+    const FIELDS: &'static [&'static str] = &[
+        "offer_id",
+        "offer_name",
+        "friendly_name",
+        "quantity",
+        "unit_type",
+        "status",
+        "auto_renew_enabled",
+        "is_trial",
+        "billing_type",
+        "billing_cycle",
+        "term_duration",
+        "renewal_term_duration",
+        "creation_date",
+        "effective_start_date",
+        "commitment_end_date",
+        "cancellation_allowed_until",
+        "partner_id",
+        "contract_type",
+        "order_id",
+        "product_type",
+        "publisher_name",
+    ];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn values(&self) -> Vec<Option<String>> {
+        vec![
+            self.offer_id.clone(),
+            self.offer_name.clone(),
+            self.friendly_name.clone(),
+            num(&self.quantity),
+            self.unit_type.clone(),
+            self.status.clone(),
+            flag(&self.auto_renew_enabled),
+            flag(&self.is_trial),
+            self.billing_type.clone(),
+            self.billing_cycle.clone(),
+            self.term_duration.clone(),
+            self.renewal_term_duration.clone(),
+            ts(&self.creation_date),
+            ts(&self.effective_start_date),
+            ts(&self.commitment_end_date),
+            ts(&self.cancellation_allowed_until),
+            self.partner_id.clone(),
+            self.contract_type.clone(),
+            self.order_id.clone(),
+            self.product_type.clone(),
+            self.publisher_name.clone(),
+        ]
+    }
+
+    fn raw(&self) -> &Map<String, Value> {
+        &self.raw
+    }
+}
+
+impl Entity for ManagedService {
+    const KIND: &'static str = "managed_service";
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "group_name",
+        "admin_service_uri",
+        "service_health_uri",
+        "service_ticket_uri",
+    ];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn values(&self) -> Vec<Option<String>> {
+        vec![
+            self.name.clone(),
+            self.group_name.clone(),
+            self.admin_service_uri.clone(),
+            self.service_health_uri.clone(),
+            self.service_ticket_uri.clone(),
+        ]
+    }
+
+    fn raw(&self) -> &Map<String, Value> {
+        &self.raw
+    }
+}
+
+/// One business field that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    pub field: &'static str,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// What to do with one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op<'a, E> {
+    /// Never seen before.
+    Added(&'a E),
+    /// Stored as removed, returned again: added again; the fields that differ from the
+    /// removed version are listed for the log.
+    Readded(&'a E, Vec<FieldChange>),
+    /// Present before and now, with business fields that changed.
+    Changed(&'a E, Vec<FieldChange>),
+    /// Same business fields, other raw JSON (a field without a column): the row is refreshed
+    /// silently, with no event and no new history version.
+    RawChanged(&'a E),
+    /// Present before, absent from a complete fetch.
+    Removed(String),
+}
+
+/// A stored row: the entity as last stored, and whether it is marked removed.
+pub struct Stored<E> {
+    pub entity: E,
+    pub removed: bool,
+}
+
+fn field_changes<E: Entity>(old: &E, new: &E) -> Vec<FieldChange> {
+    old.values()
+        .into_iter()
+        .zip(new.values())
+        .zip(E::FIELDS)
+        .filter(|((o, n), _)| o != n)
+        .map(|((old, new), field)| FieldChange { field, old, new })
+        .collect()
+}
+
+/// The operations that turn `stored` into `fetched`. Unchanged rows give no operation. If the
+/// fetch holds an id twice, the first one counts.
+pub fn diff<'a, E: Entity>(fetched: &'a [E], stored: &[Stored<E>]) -> Vec<Op<'a, E>> {
+    let by_id: HashMap<&str, &Stored<E>> = stored.iter().map(|s| (s.entity.id(), s)).collect();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(fetched.len());
+    let mut ops = Vec::new();
+    for new in fetched {
+        if !seen.insert(new.id()) {
+            continue;
+        }
+        match by_id.get(new.id()) {
+            None => ops.push(Op::Added(new)),
+            Some(old) if old.removed => ops.push(Op::Readded(new, field_changes(&old.entity, new))),
+            Some(old) => {
+                let changes = field_changes(&old.entity, new);
+                if !changes.is_empty() {
+                    ops.push(Op::Changed(new, changes));
+                } else if old.entity.raw() != new.raw() {
+                    ops.push(Op::RawChanged(new));
+                }
+            }
+        }
+    }
+    for old in stored {
+        if !old.removed && !seen.contains(old.entity.id()) {
+            ops.push(Op::Removed(old.entity.id().to_string()));
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sub(id: &str, status: &str, quantity: i64) -> Subscription {
+        let raw = json!({"id": id, "status": status, "quantity": quantity});
+        let Value::Object(map) = raw else {
+            unreachable!("an object literal")
+        };
+        Subscription::from_json(map).expect("valid")
+    }
+
+    fn stored(s: Subscription, removed: bool) -> Stored<Subscription> {
+        Stored { entity: s, removed }
+    }
+
+    #[test]
+    fn added_removed_changed_and_unchanged() {
+        let before = vec![
+            stored(sub("a", "active", 5), false),
+            stored(sub("b", "active", 1), false),
+            stored(sub("c", "active", 1), false),
+        ];
+        let now = vec![
+            sub("a", "suspended", 7),
+            sub("c", "active", 1),
+            sub("d", "active", 2),
+        ];
+        let ops = diff(&now, &before);
+        assert_eq!(ops.len(), 3);
+        let Op::Changed(s, changes) = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(s.id, "a");
+        assert_eq!(
+            changes,
+            &vec![
+                FieldChange {
+                    field: "quantity",
+                    old: Some("5".into()),
+                    new: Some("7".into())
+                },
+                FieldChange {
+                    field: "status",
+                    old: Some("active".into()),
+                    new: Some("suspended".into())
+                },
+            ]
+        );
+        assert!(matches!(&ops[1], Op::Added(s) if s.id == "d"));
+        assert_eq!(ops[2], Op::Removed("b".into()));
+    }
+
+    #[test]
+    fn an_empty_complete_fetch_removes_everything_present() {
+        let before = vec![
+            stored(sub("a", "active", 5), false),
+            stored(sub("b", "active", 1), true),
+        ];
+        let ops = diff::<Subscription>(&[], &before);
+        assert_eq!(ops, vec![Op::Removed("a".into())], "b was already removed");
+    }
+
+    #[test]
+    fn a_subscription_back_after_removal_is_added_again() {
+        let before = vec![stored(sub("a", "active", 5), true)];
+        let now = vec![sub("a", "active", 6)];
+        let ops = diff(&now, &before);
+        assert!(matches!(&ops[0], Op::Readded(s, c) if s.id == "a" && c.len() == 1));
+    }
+
+    #[test]
+    fn status_deleted_is_a_change_not_a_removal() {
+        let before = vec![stored(sub("a", "active", 5), false)];
+        let now = vec![sub("a", "deleted", 5)];
+        let ops = diff(&now, &before);
+        assert!(
+            matches!(&ops[0], Op::Changed(_, c) if c[0].field == "status"
+            && c[0].new.as_deref() == Some("deleted"))
+        );
+    }
+
+    #[test]
+    fn raw_only_changes_are_kept_without_an_event() {
+        let mut newer = sub("a", "active", 5);
+        newer.raw.insert("attentionNeeded".into(), json!(true));
+        let fetched = [newer];
+        let ops = diff(&fetched, &[stored(sub("a", "active", 5), false)]);
+        assert!(matches!(&ops[0], Op::RawChanged(_)));
+    }
+
+    /// SplitMix64, for the randomized property below.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn random_snapshot(rng: &mut Rng) -> Vec<Subscription> {
+        let statuses = ["active", "suspended", "deleted", "expired"];
+        let n = rng.below(12);
+        let mut ids: Vec<u64> = (0..n).map(|_| rng.below(20)).collect();
+        ids.sort();
+        ids.dedup();
+        ids.iter()
+            .map(|i| {
+                sub(
+                    &format!("s{i}"),
+                    statuses[rng.below(4) as usize],
+                    rng.below(4) as i64,
+                )
+            })
+            .collect()
+    }
+
+    /// Applying the operations to the stored rows gives exactly the fetched snapshot, every
+    /// operation is needed, and applying the diff of the result again gives nothing.
+    #[test]
+    fn property_applying_the_diff_reaches_the_snapshot() {
+        let mut rng = Rng(12345);
+        for _ in 0..2000 {
+            let mut state: Vec<Stored<Subscription>> = Vec::new();
+            for _ in 0..4 {
+                let fetched = random_snapshot(&mut rng);
+                let ops = diff(&fetched, &state);
+                let mut next: HashMap<String, Stored<Subscription>> =
+                    state.drain(..).map(|s| (s.entity.id.clone(), s)).collect();
+                for op in &ops {
+                    match op {
+                        Op::Added(s)
+                        | Op::Readded(s, _)
+                        | Op::Changed(s, _)
+                        | Op::RawChanged(s) => {
+                            let was = next.insert(s.id.clone(), stored((*s).clone(), false));
+                            match op {
+                                Op::Added(_) => assert!(was.is_none()),
+                                Op::Readded(..) => assert!(was.is_some_and(|w| w.removed)),
+                                _ => assert!(was.is_some_and(|w| !w.removed)),
+                            }
+                        }
+                        Op::Removed(id) => {
+                            let row = next.get_mut(id).expect("removed rows exist");
+                            assert!(!row.removed, "removed once");
+                            row.removed = true;
+                        }
+                    }
+                }
+                let present: HashMap<&str, &Subscription> = next
+                    .values()
+                    .filter(|s| !s.removed)
+                    .map(|s| (s.entity.id.as_str(), &s.entity))
+                    .collect();
+                assert_eq!(present.len(), fetched.len());
+                for f in &fetched {
+                    assert_eq!(
+                        present.get(f.id.as_str()).map(|s| s.values()),
+                        Some(f.values())
+                    );
+                }
+                state = next.into_values().collect();
+                assert!(diff(&fetched, &state).is_empty(), "idempotent");
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! One sync pass, end to end: take the advisory lock, open a `sync_runs` row, read the customer
+//! list, fetch every customer's subscriptions and managed services with bounded concurrency,
+//! store each customer in its own transaction, close the run with its counters.
+//!
+//! - [`customers`]: the CSV customer list.
+//! - [`diff`]: change detection (pure).
+//! - [`store`]: the per-customer transaction and the run's bookkeeping rows.
+
+pub mod customers;
+pub mod diff;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::config::{AuthMode, CustomerSource, Settings};
+use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
+use customers::ListedCustomer;
+use store::StoreOutcome;
+
+/// Key of the PostgreSQL advisory lock that keeps passes from overlapping across processes
+/// and hosts ("pcsync" in ASCII).
+pub const ADVISORY_LOCK_KEY: i64 = 0x7063_7379_6e63;
+
+/// What started a pass (`sync_runs.trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    Once,
+    Demo,
+    Benchmark,
+    Test,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Once => "once",
+            Trigger::Demo => "demo",
+            Trigger::Benchmark => "benchmark",
+            Trigger::Test => "test",
+        }
+    }
+}
+
+/// How a pass ended (`sync_runs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Succeeded,
+    Partial,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Clone)]
+pub struct PassReport {
+    pub run_id: Uuid,
+    pub status: RunStatus,
+    pub customers_total: u64,
+    pub customers_succeeded: u64,
+    pub customers_failed: u64,
+    pub api_requests: u64,
+    pub throttled: u64,
+    pub retries: u64,
+    pub changes: u64,
+    /// Rows of `subscriptions` and `managed_services` inserted or updated.
+    pub rows_written: u64,
+    pub error: Option<String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(
+        "another pcsync pass holds the lock on this database (PostgreSQL advisory lock {ADVISORY_LOCK_KEY}); this one did not start"
+    )]
+    AlreadyRunning,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Everything a customer task needs.
+struct Shared {
+    pool: PgPool,
+    client: PartnerCenterClient,
+    run_id: Uuid,
+    fetch_managed_services: bool,
+}
+
+enum CustomerResult {
+    Stored(StoreOutcome),
+    Failed,
+    /// Credentials, MFA, audience: no customer can succeed.
+    Fatal(String),
+}
+
+/// Runs one pass. `stop` turning true means: start no new customer, let those in flight
+/// finish (commit or roll back), end the run as interrupted.
+pub async fn run_pass(
+    settings: &Settings,
+    pool: &PgPool,
+    trigger: Trigger,
+    stop: watch::Receiver<bool>,
+) -> Result<PassReport, SyncError> {
+    let mut lock_conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(ADVISORY_LOCK_KEY)
+        .fetch_one(&mut *lock_conn)
+        .await?;
+    if !locked {
+        return Err(SyncError::AlreadyRunning);
+    }
+    let result = locked_pass(settings, pool, trigger, stop).await;
+    let unlocked: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+        .bind(ADVISORY_LOCK_KEY)
+        .fetch_one(&mut *lock_conn)
+        .await;
+    if !matches!(unlocked, Ok(true)) {
+        // A session lock must not go back to the pool still held.
+        lock_conn.detach();
+    }
+    result
+}
+
+async fn locked_pass(
+    settings: &Settings,
+    pool: &PgPool,
+    trigger: Trigger,
+    stop: watch::Receiver<bool>,
+) -> Result<PassReport, SyncError> {
+    let started = Instant::now();
+    let run_id = Uuid::new_v4();
+    sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger) VALUES ($1, $2)")
+        .bind(run_id)
+        .bind(trigger.as_str())
+        .execute(pool)
+        .await?;
+    let span = tracing::info_span!("sync", %run_id);
+    let mut report = PassReport {
+        run_id,
+        status: RunStatus::Succeeded,
+        customers_total: 0,
+        customers_succeeded: 0,
+        customers_failed: 0,
+        api_requests: 0,
+        throttled: 0,
+        retries: 0,
+        changes: 0,
+        rows_written: 0,
+        error: None,
+        elapsed: Duration::ZERO,
+    };
+    let outcome = pass(settings, pool, run_id, stop, &mut report)
+        .instrument(span.clone())
+        .await;
+    if let Err(e) = outcome {
+        report.status = RunStatus::Failed;
+        report.error = Some(e.to_string());
+        let mut conn = pool.acquire().await?;
+        store::record_error(
+            &mut conn,
+            run_id,
+            None,
+            "run",
+            None,
+            None,
+            None,
+            &e.to_string(),
+        )
+        .await?;
+    }
+    report.elapsed = started.elapsed();
+    sqlx::query(
+        "UPDATE pcsync.sync_runs SET finished_at = now(), status = $2, customers_total = $3,
+            customers_succeeded = $4, customers_failed = $5, api_requests = $6,
+            throttled_responses = $7, retries = $8, changes_detected = $9, error = $10
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(report.status.as_str())
+    .bind(clamp(report.customers_total))
+    .bind(clamp(report.customers_succeeded))
+    .bind(clamp(report.customers_failed))
+    .bind(clamp(report.api_requests))
+    .bind(clamp(report.throttled))
+    .bind(clamp(report.retries))
+    .bind(clamp(report.changes))
+    .bind(report.error.as_deref())
+    .execute(pool)
+    .await?;
+    let _enter = span.enter();
+    let summary = format!(
+        "sync pass {}: {} of {} customers synced, {} failed, {} changes, {} requests, {} throttled, {} retries, {:.1} s",
+        report.status.as_str(),
+        report.customers_succeeded,
+        report.customers_total,
+        report.customers_failed,
+        report.changes,
+        report.api_requests,
+        report.throttled,
+        report.retries,
+        report.elapsed.as_secs_f64()
+    );
+    match report.status {
+        RunStatus::Succeeded => tracing::info!(status = report.status.as_str(), "{summary}"),
+        _ => tracing::warn!(
+            status = report.status.as_str(),
+            error = report.error.as_deref(),
+            "{summary}"
+        ),
+    }
+    Ok(report)
+}
+
+fn clamp(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Why the pass as a whole could not go on.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Auth(#[from] crate::partner_center::AuthError),
+    #[error("{0}")]
+    CustomerFile(#[from] customers::CustomerFileError),
+    #[error("the customer list could not be read from Partner Center: {0}")]
+    CustomerList(ApiError),
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+async fn pass(
+    settings: &Settings,
+    pool: &PgPool,
+    run_id: Uuid,
+    stop: watch::Receiver<bool>,
+    report: &mut PassReport,
+) -> Result<(), PassError> {
+    let creds = settings.auth.credentials()?;
+    let app_only = creds.mode == AuthMode::AppOnly;
+    let client = PartnerCenterClient::new(
+        &settings.partner_center,
+        creds,
+        Some(RefreshTokenStore::new(pool.clone())),
+        run_id,
+    )
+    .await?;
+    // A token first: bad credentials stop the pass here, not once per customer.
+    client.tokens().token().await?;
+
+    let (customers, source) = match settings.customers.source {
+        CustomerSource::File => {
+            let list = customers::read_customer_file(
+                &settings.customers.file,
+                settings.customers.default_mpn_id.as_deref(),
+            )?;
+            let mut conn = pool.acquire().await?;
+            for p in &list.problems {
+                let message = format!(
+                    "{} line {}: {}",
+                    settings.customers.file.display(),
+                    p.line,
+                    p.message
+                );
+                tracing::warn!(line = p.line, "customer file: {}", p.message);
+                store::record_error(
+                    &mut conn,
+                    run_id,
+                    None,
+                    "read_customer_file",
+                    None,
+                    None,
+                    None,
+                    &message,
+                )
+                .await?;
+            }
+            (list.customers, "file")
+        }
+        CustomerSource::Api => {
+            let listed = client
+                .customers(settings.customers.page_size)
+                .collect_all()
+                .await
+                .map_err(PassError::CustomerList)?;
+            let default_mpn = settings.customers.default_mpn_id.clone();
+            let list = listed
+                .into_iter()
+                .map(|c| ListedCustomer {
+                    id: c.id,
+                    mpn_id: default_mpn.clone(),
+                    name: c.company_name,
+                    domain: c.domain,
+                    relationship: c.relationship,
+                })
+                .collect::<Vec<_>>();
+            (list, "api")
+        }
+    };
+    store::upsert_customers(pool, source, &customers).await?;
+    report.customers_total = customers.len() as u64;
+    if customers.is_empty() {
+        tracing::warn!("the customer list is empty: nothing to sync");
+    }
+    if app_only {
+        tracing::warn!(
+            "auth.mode = \"app_only\": managed services are skipped this run (that endpoint needs App+User credentials); stored ones are left as they are"
+        );
+    }
+
+    let shared = Arc::new(Shared {
+        pool: pool.clone(),
+        client,
+        run_id,
+        fetch_managed_services: !app_only,
+    });
+    // Customers in flight: each sends its two requests at once, so this many keeps every
+    // request permit busy while bounding memory by the concurrency, not the list's length.
+    let width = settings.partner_center.max_concurrency.max(1);
+    let mut queue = customers.into_iter();
+    let mut tasks: JoinSet<CustomerResult> = JoinSet::new();
+    let mut fatal: Option<String> = None;
+    let mut interrupted = false;
+    loop {
+        while tasks.len() < width && fatal.is_none() {
+            if *stop.borrow() {
+                interrupted = true;
+                break;
+            }
+            let Some(customer) = queue.next() else { break };
+            let shared = shared.clone();
+            let span = tracing::info_span!("customer", customer_id = %customer.id);
+            tasks.spawn(sync_customer(shared, customer).instrument(span));
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok(CustomerResult::Stored(outcome)) => {
+                report.customers_succeeded += 1;
+                report.changes += outcome.events.len() as u64;
+                report.rows_written += outcome.rows_written;
+            }
+            Ok(CustomerResult::Failed) => report.customers_failed += 1,
+            Ok(CustomerResult::Fatal(message)) => {
+                report.customers_failed += 1;
+                if fatal.is_none() {
+                    tracing::error!(error = %message, "stopping the pass: no customer can succeed");
+                    fatal = Some(message);
+                }
+            }
+            Err(e) => {
+                report.customers_failed += 1;
+                tracing::error!(error = %e, "a customer task panicked");
+            }
+        }
+    }
+    let counters = shared.client.counters();
+    report.api_requests = counters.requests;
+    report.throttled = counters.throttled;
+    report.retries = counters.retries;
+    if let Some(message) = fatal {
+        return Err(PassError::Fatal(message));
+    }
+    report.status = if interrupted {
+        report.error = Some("stopped by a signal before every customer was synced".into());
+        RunStatus::Interrupted
+    } else if report.customers_failed > 0 {
+        RunStatus::Partial
+    } else {
+        RunStatus::Succeeded
+    };
+    Ok(())
+}
+
+async fn sync_customer(shared: Arc<Shared>, customer: ListedCustomer) -> CustomerResult {
+    let attempt_started = Utc::now();
+    let subs = shared
+        .client
+        .subscriptions(customer.id, customer.mpn_id.as_deref());
+    let services = async {
+        if shared.fetch_managed_services {
+            shared.client.managed_services(customer.id).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (subs, services) = tokio::join!(subs, services);
+    let failure = match (&subs, &services) {
+        (Err(e), _) => Some(("get_subscriptions", e)),
+        (_, Err(e)) => Some(("get_managed_services", e)),
+        _ => None,
+    };
+    if let Some((operation, error)) = failure {
+        let message = error.to_string();
+        tracing::warn!(operation, error = %message, "customer not synced; its stored data is kept");
+        let ctx = error.context();
+        if let Err(e) = store::record_customer_failure(
+            &shared.pool,
+            shared.run_id,
+            customer.id,
+            attempt_started,
+            operation,
+            ctx.and_then(|c| c.http_status),
+            ctx.and_then(|c| c.code.as_deref()),
+            ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
+            &message,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "could not record the customer's failure");
+        }
+        return if error.is_fatal() {
+            CustomerResult::Fatal(message)
+        } else {
+            CustomerResult::Failed
+        };
+    }
+    let (Ok(subs), Ok(services)) = (subs, services) else {
+        return CustomerResult::Failed;
+    };
+    match store::store_customer(
+        &shared.pool,
+        shared.run_id,
+        customer.id,
+        attempt_started,
+        &subs,
+        services.as_deref(),
+    )
+    .await
+    {
+        Ok(outcome) => {
+            for e in &outcome.events {
+                tracing::info!(
+                    entity = e.entity,
+                    entity_id = %e.entity_id,
+                    kind = e.kind,
+                    field = e.field,
+                    old = e.old.as_deref(),
+                    new = e.new.as_deref(),
+                    "change"
+                );
+            }
+            CustomerResult::Stored(outcome)
+        }
+        Err(e) => {
+            let message = format!("storing the customer's data failed (rolled back): {e}");
+            tracing::warn!(error = %message, "customer not stored");
+            if let Err(e2) = store::record_customer_failure(
+                &shared.pool,
+                shared.run_id,
+                customer.id,
+                attempt_started,
+                "store",
+                None,
+                None,
+                None,
+                &message,
+            )
+            .await
+            {
+                tracing::error!(error = %e2, "could not record the customer's failure");
+            }
+            CustomerResult::Failed
+        }
+    }
+}
