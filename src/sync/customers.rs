@@ -43,6 +43,17 @@ pub enum CustomerFileError {
     NoIdColumn { path: String },
 }
 
+/// The 1-based line where the record at byte offset `byte` begins. Counted here because the
+/// csv crate's positions point at the blank lines it skips before a record.
+fn line_at(text: &str, byte: u64) -> u64 {
+    let bytes = text.as_bytes();
+    let mut end = usize::try_from(byte).unwrap_or(usize::MAX).min(bytes.len());
+    while end < bytes.len() && matches!(bytes[end], b'\n' | b'\r') {
+        end += 1;
+    }
+    bytes[..end].iter().filter(|b| **b == b'\n').count() as u64 + 1
+}
+
 /// Parses the CSV text. `default_mpn_id` fills rows without an mpn_id.
 pub fn parse_customer_csv(
     text: &str,
@@ -79,7 +90,7 @@ pub fn parse_customer_csv(
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let line = e.position().map(|p| line_at(text, p.byte())).unwrap_or(0);
                 list.problems.push(LineProblem {
                     line,
                     message: format!("unreadable CSV row ({e}); skipped"),
@@ -87,7 +98,10 @@ pub fn parse_customer_csv(
                 continue;
             }
         };
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = record
+            .position()
+            .map(|p| line_at(text, p.byte()))
+            .unwrap_or(0);
         if record.iter().all(|f| f.is_empty()) {
             continue;
         }
