@@ -526,7 +526,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             "partner_center.requests_per_minute",
             pc.requests_per_minute,
             1,
-            100_000,
+            1_000_000,
             500,
         )?,
         max_attempts: number("partner_center.max_attempts", pc.max_attempts, 1, 20, 5)?,
