@@ -46,7 +46,14 @@ fn connect_reason(e: &sqlx::Error) -> String {
 
 fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
     PgConnectOptions::from_str(settings.url.expose_secret())
-        .map(|o| o.application_name("pcsync"))
+        // A commit does not wait for its WAL flush. After a crash the last fraction of a
+        // second of writes may be gone, always whole (a customer's rows with their events),
+        // and the next pass detects those changes again. The refresh token store asks for a
+        // synchronous commit itself.
+        .map(|o| {
+            o.application_name("pcsync")
+                .options([("synchronous_commit", "off")])
+        })
         .map_err(|e| DbError::Connect {
             url: settings.redacted_url(),
             reason: connect_reason(&e),

@@ -104,6 +104,11 @@ impl RefreshTokenStore {
         token: &SecretString,
         seed_fingerprint: &str,
     ) -> Result<(), sqlx::Error> {
+        // A rotated token must survive a crash: the one it replaced may be gone by then.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit TO on")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO pcsync_private.refresh_tokens (tenant_id, client_id, refresh_token, seed_fingerprint, obtained_at)
              VALUES ($1, $2, $3, $4, now())
@@ -115,9 +120,9 @@ impl RefreshTokenStore {
         .bind(client)
         .bind(token.expose_secret())
         .bind(seed_fingerprint)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 }
 

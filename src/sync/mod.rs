@@ -1,10 +1,10 @@
 //! One sync pass, end to end: take the advisory lock, open a `sync_runs` row, read the customer
 //! list, fetch every customer's subscriptions and managed services with bounded concurrency,
-//! store each customer in its own transaction, close the run with its counters.
+//! store each customer atomically (one statement), close the run with its counters.
 //!
 //! - [`customers`]: the CSV customer list.
 //! - [`diff`]: change detection (pure).
-//! - [`store`]: the per-customer transaction and the run's bookkeeping rows.
+//! - [`store`]: the per-customer write and the run's bookkeeping rows.
 
 pub mod customers;
 pub mod diff;
@@ -24,6 +24,9 @@ use crate::config::{AuthMode, CustomerSource, Settings};
 use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
 use customers::ListedCustomer;
 use store::StoreOutcome;
+
+/// Unchanged customers whose sync status is written in one statement.
+const STATUS_BATCH: usize = 256;
 
 /// Key of the PostgreSQL advisory lock that keeps passes from overlapping across processes
 /// and hosts ("pcsync" in ASCII).
@@ -108,7 +111,7 @@ struct Shared {
 }
 
 enum CustomerResult {
-    Stored(StoreOutcome),
+    Stored(StoreOutcome, Uuid, chrono::DateTime<Utc>),
     Failed,
     /// Credentials, MFA, audience: no customer can succeed.
     Fatal(String),
@@ -345,6 +348,8 @@ async fn pass(
     let mut tasks: JoinSet<CustomerResult> = JoinSet::new();
     let mut fatal: Option<String> = None;
     let mut interrupted = false;
+    // Customers synced without a change, whose status is recorded in batches.
+    let mut pending: Vec<(Uuid, chrono::DateTime<Utc>)> = Vec::new();
     loop {
         while tasks.len() < width && fatal.is_none() {
             if *stop.borrow() {
@@ -360,10 +365,17 @@ async fn pass(
             break;
         };
         match joined {
-            Ok(CustomerResult::Stored(outcome)) => {
+            Ok(CustomerResult::Stored(outcome, id, attempt)) => {
                 report.customers_succeeded += 1;
                 report.changes += outcome.events.len() as u64;
                 report.rows_written += outcome.rows_written;
+                if outcome.status_pending {
+                    pending.push((id, attempt));
+                    if pending.len() >= STATUS_BATCH {
+                        store::mark_succeeded(pool, &pending).await?;
+                        pending.clear();
+                    }
+                }
             }
             Ok(CustomerResult::Failed) => report.customers_failed += 1,
             Ok(CustomerResult::Fatal(message)) => {
@@ -379,6 +391,7 @@ async fn pass(
             }
         }
     }
+    store::mark_succeeded(pool, &pending).await?;
     let counters = shared.client.counters();
     report.api_requests = counters.requests;
     report.throttled = counters.throttled;
@@ -465,7 +478,7 @@ async fn sync_customer(shared: Arc<Shared>, customer: ListedCustomer) -> Custome
                     "change"
                 );
             }
-            CustomerResult::Stored(outcome)
+            CustomerResult::Stored(outcome, customer.id, attempt_started)
         }
         Err(e) => {
             let message = format!("storing the customer's data failed (rolled back): {e}");

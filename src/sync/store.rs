@@ -1,10 +1,10 @@
-//! Writing a customer's fetched objects: one transaction per customer that reads the stored
-//! rows, applies the diff in batches (never one statement per row), keeps the history and the
-//! change events, and updates the customer's sync status. Unchanged rows are not written.
+//! Writing a customer's fetched objects: read the stored rows, compare, and apply the
+//! difference atomically in one statement (never one statement per row) that also keeps the
+//! history, the change events and the customer's sync status. Unchanged rows are not written.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::customers::ListedCustomer;
@@ -22,13 +22,6 @@ pub struct ChangeEvent {
     pub new: Option<String>,
 }
 
-/// What storing one customer did.
-#[derive(Debug, Default, Clone)]
-pub struct StoreOutcome {
-    pub events: Vec<ChangeEvent>,
-    /// Rows of `subscriptions` and `managed_services` inserted or updated.
-    pub rows_written: u64,
-}
 
 fn events_of<E: Entity>(ops: &[Op<'_, E>]) -> Vec<ChangeEvent> {
     let mut events = Vec::new();
@@ -171,59 +164,40 @@ fn qualified(table: &str) -> String {
         .join(", ")
 }
 
-async fn write_subscriptions(
-    tx: &mut Transaction<'_, Postgres>,
-    run_id: Uuid,
-    customer: Uuid,
-    ops: &[Op<'_, Subscription>],
-) -> Result<u64, sqlx::Error> {
-    let upserts: Vec<&Subscription> = ops
-        .iter()
+fn upserts<'a, E>(ops: &[Op<'a, E>]) -> Vec<&'a E> {
+    ops.iter()
         .filter_map(|op| match op {
-            Op::Added(s) | Op::Readded(s, _) | Op::Changed(s, _) | Op::RawChanged(s) => Some(*s),
+            Op::Added(e) | Op::Readded(e, _) | Op::Changed(e, _) | Op::RawChanged(e) => Some(*e),
             Op::Removed(_) => None,
         })
-        .collect();
-    let removed: Vec<&str> = ops
-        .iter()
+        .collect()
+}
+
+fn removals<'o, E>(ops: &'o [Op<'_, E>]) -> Vec<&'o str> {
+    ops.iter()
         .filter_map(|op| match op {
             Op::Removed(id) => Some(id.as_str()),
             _ => None,
         })
-        .collect();
-    // A version ends when its subscription changes or goes; one begins when it is added,
-    // comes back, or changes.
-    let closing: Vec<&str> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Changed(s, _) => Some(s.id.as_str()),
-            Op::Removed(id) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let opening: Vec<&str> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Added(s) | Op::Readded(s, _) | Op::Changed(s, _) => Some(s.id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut written = 0;
-    if !upserts.is_empty() {
-        let col = |f: fn(&Subscription) -> Option<String>| -> Vec<Option<String>> {
-            upserts.iter().map(|s| f(s)).collect()
-        };
-        let times = |f: fn(&Subscription) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
-            upserts.iter().map(|s| f(s)).collect()
-        };
-        let sql = format!(
-            "INSERT INTO pcsync.subscriptions AS s (customer_id, subscription_id, {SUBSCRIPTION_COLUMNS}, raw)
-             SELECT $1, u.* FROM UNNEST(
-                $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::text[],
-                $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[],
-                $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-                $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[]) AS u
-             ON CONFLICT (customer_id, subscription_id) DO UPDATE SET
+        .collect()
+}
+
+/// Every write of one customer as a single statement: data-modifying CTEs run as one atomic
+/// unit without a BEGIN/COMMIT round trip each. The history's no-overlap constraint is checked
+/// at the end (migration 4), so closing a version and opening the next may share the statement.
+fn write_statement() -> String {
+    let cols = SUBSCRIPTION_COLUMNS;
+    let old = qualified("s");
+    let new = qualified("EXCLUDED");
+    format!(
+        "WITH up AS (
+            INSERT INTO pcsync.subscriptions AS s (customer_id, subscription_id, {cols}, raw)
+            SELECT $1, u.* FROM UNNEST(
+                $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[],
+                $11::bool[], $12::bool[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
+                $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::jsonb[]) AS u
+            ON CONFLICT (customer_id, subscription_id) DO UPDATE SET
                 offer_id = EXCLUDED.offer_id, offer_name = EXCLUDED.offer_name,
                 friendly_name = EXCLUDED.friendly_name, quantity = EXCLUDED.quantity,
                 unit_type = EXCLUDED.unit_type, status = EXCLUDED.status,
@@ -239,119 +213,34 @@ async fn write_subscriptions(
                 order_id = EXCLUDED.order_id, product_type = EXCLUDED.product_type,
                 publisher_name = EXCLUDED.publisher_name, raw = EXCLUDED.raw,
                 changed_at = CASE
-                    WHEN s.removed_at IS NOT NULL
-                      OR ({old}) IS DISTINCT FROM ({new})
+                    WHEN s.removed_at IS NOT NULL OR ({old}) IS DISTINCT FROM ({new})
                     THEN now() ELSE s.changed_at END,
-                removed_at = NULL",
-            old = qualified("s"),
-            new = qualified("EXCLUDED"),
-        );
-        let result = sqlx::query(&sql)
-            .bind(customer)
-            .bind(upserts.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-            .bind(col(|s| s.offer_id.clone()))
-            .bind(col(|s| s.offer_name.clone()))
-            .bind(col(|s| s.friendly_name.clone()))
-            .bind(upserts.iter().map(|s| s.quantity).collect::<Vec<_>>())
-            .bind(col(|s| s.unit_type.clone()))
-            .bind(col(|s| s.status.clone()))
-            .bind(
-                upserts
-                    .iter()
-                    .map(|s| s.auto_renew_enabled)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(upserts.iter().map(|s| s.is_trial).collect::<Vec<_>>())
-            .bind(col(|s| s.billing_type.clone()))
-            .bind(col(|s| s.billing_cycle.clone()))
-            .bind(col(|s| s.term_duration.clone()))
-            .bind(col(|s| s.renewal_term_duration.clone()))
-            .bind(times(|s| s.creation_date))
-            .bind(times(|s| s.effective_start_date))
-            .bind(times(|s| s.commitment_end_date))
-            .bind(times(|s| s.cancellation_allowed_until))
-            .bind(col(|s| s.partner_id.clone()))
-            .bind(col(|s| s.contract_type.clone()))
-            .bind(col(|s| s.order_id.clone()))
-            .bind(col(|s| s.product_type.clone()))
-            .bind(col(|s| s.publisher_name.clone()))
-            .bind(
-                upserts
-                    .iter()
-                    .map(|s| Value::Object(s.raw.clone()))
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut **tx)
-            .await?;
-        written += result.rows_affected();
-    }
-    if !removed.is_empty() {
-        let result = sqlx::query(
-            "UPDATE pcsync.subscriptions SET removed_at = now(), changed_at = now()
-             WHERE customer_id = $1 AND subscription_id = ANY($2) AND removed_at IS NULL",
-        )
-        .bind(customer)
-        .bind(&removed)
-        .execute(&mut **tx)
-        .await?;
-        written += result.rows_affected();
-    }
-    if !closing.is_empty() {
-        sqlx::query(
-            "UPDATE pcsync.subscription_history SET valid_to = now()
-             WHERE customer_id = $1 AND subscription_id = ANY($2) AND valid_to IS NULL",
-        )
-        .bind(customer)
-        .bind(&closing)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !opening.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO pcsync.subscription_history
-                (customer_id, subscription_id, valid_from, run_id, {SUBSCRIPTION_COLUMNS})
-             SELECT customer_id, subscription_id, now(), $3, {SUBSCRIPTION_COLUMNS}
-             FROM pcsync.subscriptions WHERE customer_id = $1 AND subscription_id = ANY($2)"
-        ))
-        .bind(customer)
-        .bind(&opening)
-        .bind(run_id)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(written)
-}
-
-async fn write_managed_services(
-    tx: &mut Transaction<'_, Postgres>,
-    customer: Uuid,
-    ops: &[Op<'_, ManagedService>],
-) -> Result<u64, sqlx::Error> {
-    let upserts: Vec<&ManagedService> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Added(s) | Op::Readded(s, _) | Op::Changed(s, _) | Op::RawChanged(s) => Some(*s),
-            Op::Removed(_) => None,
-        })
-        .collect();
-    let removed: Vec<&str> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Removed(id) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut written = 0;
-    if !upserts.is_empty() {
-        let col = |f: fn(&ManagedService) -> Option<String>| -> Vec<Option<String>> {
-            upserts.iter().map(|s| f(s)).collect()
-        };
-        let result = sqlx::query(
-            "INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
+                removed_at = NULL
+            RETURNING customer_id, subscription_id, {cols}
+        ),
+        rm AS (
+            UPDATE pcsync.subscriptions SET removed_at = now(), changed_at = now()
+            WHERE customer_id = $1 AND subscription_id = ANY($27::text[]) AND removed_at IS NULL
+            RETURNING 1
+        ),
+        closed AS (
+            UPDATE pcsync.subscription_history SET valid_to = now()
+            WHERE customer_id = $1 AND subscription_id = ANY($28::text[]) AND valid_to IS NULL
+            RETURNING 1
+        ),
+        opened AS (
+            INSERT INTO pcsync.subscription_history
+                (customer_id, subscription_id, valid_from, run_id, {cols})
+            SELECT customer_id, subscription_id, now(), $2, {cols}
+            FROM up WHERE subscription_id = ANY($29::text[])
+            RETURNING 1
+        ),
+        ms_up AS (
+            INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
                 admin_service_uri, service_health_uri, service_ticket_uri, raw)
-             SELECT $1, u.* FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::jsonb[]) AS u
-             ON CONFLICT (customer_id, service_id) DO UPDATE SET
+            SELECT $1, u.* FROM UNNEST($30::text[], $31::text[], $32::text[], $33::text[],
+                $34::text[], $35::text[], $36::jsonb[]) AS u
+            ON CONFLICT (customer_id, service_id) DO UPDATE SET
                 name = EXCLUDED.name, group_name = EXCLUDED.group_name,
                 admin_service_uri = EXCLUDED.admin_service_uri,
                 service_health_uri = EXCLUDED.service_health_uri,
@@ -362,67 +251,49 @@ async fn write_managed_services(
                          IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.group_name, EXCLUDED.admin_service_uri,
                          EXCLUDED.service_health_uri, EXCLUDED.service_ticket_uri)
                     THEN now() ELSE m.changed_at END,
-                removed_at = NULL",
+                removed_at = NULL
+            RETURNING 1
+        ),
+        ms_rm AS (
+            UPDATE pcsync.managed_services SET removed_at = now(), changed_at = now()
+            WHERE customer_id = $1 AND service_id = ANY($37::text[]) AND removed_at IS NULL
+            RETURNING 1
+        ),
+        ev AS (
+            INSERT INTO pcsync.change_events
+                (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value)
+            SELECT $2, $1, e.* FROM UNNEST($38::text[], $39::text[], $40::text[], $41::text[],
+                $42::text[], $43::text[]) AS e
+            RETURNING 1
+        ),
+        cu AS (
+            UPDATE pcsync.customers SET last_attempt_at = $3, last_success_at = now(),
+                last_status = 'succeeded', last_error = NULL
+            WHERE customer_id = $1
+            RETURNING 1
         )
-        .bind(customer)
-        .bind(upserts.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-        .bind(col(|s| s.name.clone()))
-        .bind(col(|s| s.group_name.clone()))
-        .bind(col(|s| s.admin_service_uri.clone()))
-        .bind(col(|s| s.service_health_uri.clone()))
-        .bind(col(|s| s.service_ticket_uri.clone()))
-        .bind(
-            upserts
-                .iter()
-                .map(|s| Value::Object(s.raw.clone()))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut **tx)
-        .await?;
-        written += result.rows_affected();
-    }
-    if !removed.is_empty() {
-        let result = sqlx::query(
-            "UPDATE pcsync.managed_services SET removed_at = now(), changed_at = now()
-             WHERE customer_id = $1 AND service_id = ANY($2) AND removed_at IS NULL",
-        )
-        .bind(customer)
-        .bind(&removed)
-        .execute(&mut **tx)
-        .await?;
-        written += result.rows_affected();
-    }
-    Ok(written)
+        SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm)
+              + (SELECT count(*) FROM ms_up) + (SELECT count(*) FROM ms_rm))::bigint"
+    )
 }
 
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    run_id: Uuid,
-    customer: Uuid,
-    events: &[ChangeEvent],
-) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO pcsync.change_events (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value)
-         SELECT $1, $2, u.* FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS u",
-    )
-    .bind(run_id)
-    .bind(customer)
-    .bind(events.iter().map(|e| e.entity).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.entity_id.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.field).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.old.as_deref()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.new.as_deref()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// What storing one customer did.
+#[derive(Debug, Default, Clone)]
+pub struct StoreOutcome {
+    pub events: Vec<ChangeEvent>,
+    /// Rows of `subscriptions` and `managed_services` inserted or updated.
+    pub rows_written: u64,
+    /// Nothing changed, so nothing was written, not even the customer's sync status: the
+    /// caller records it with [`mark_succeeded`], many customers in one statement.
+    pub status_pending: bool,
 }
 
 /// Stores one customer's complete fetch. `services` is `None` when managed services were not
 /// fetched (App-only): the stored ones are then left as they are.
+///
+/// Reads what is stored, compares, and writes only what changed, in one statement. Runs
+/// outside an explicit transaction: the pass's advisory lock keeps other writers away, and
+/// the single write statement is atomic.
 pub async fn store_customer(
     pool: &PgPool,
     run_id: Uuid,
@@ -431,51 +302,156 @@ pub async fn store_customer(
     subscriptions: &[Subscription],
     services: Option<&[ManagedService]>,
 ) -> Result<StoreOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let stored_subs: Vec<Stored<Subscription>> = sqlx::query_as::<_, SubscriptionRow>(&format!(
         "SELECT subscription_id, {SUBSCRIPTION_COLUMNS}, raw, removed_at IS NOT NULL AS removed
-         FROM pcsync.subscriptions WHERE customer_id = $1 FOR UPDATE"
+         FROM pcsync.subscriptions WHERE customer_id = $1"
     ))
     .bind(customer)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?
     .into_iter()
     .map(Stored::from)
     .collect();
-    let sub_ops = diff(subscriptions, &stored_subs);
-    let mut outcome = StoreOutcome {
-        events: events_of(&sub_ops),
-        rows_written: 0,
-    };
-    outcome.rows_written += write_subscriptions(&mut tx, run_id, customer, &sub_ops).await?;
-    if let Some(services) = services {
-        let stored_services: Vec<Stored<ManagedService>> = sqlx::query_as::<_, ManagedServiceRow>(
+    let stored_services: Vec<Stored<ManagedService>> = match services {
+        Some(_) => sqlx::query_as::<_, ManagedServiceRow>(
             "SELECT service_id, name, group_name, admin_service_uri, service_health_uri,
-                        service_ticket_uri, raw, removed_at IS NOT NULL AS removed
-                 FROM pcsync.managed_services WHERE customer_id = $1 FOR UPDATE",
+                    service_ticket_uri, raw, removed_at IS NOT NULL AS removed
+             FROM pcsync.managed_services WHERE customer_id = $1",
         )
         .bind(customer)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?
         .into_iter()
         .map(Stored::from)
-        .collect();
-        let ms_ops = diff(services, &stored_services);
-        outcome.events.extend(events_of(&ms_ops));
-        outcome.rows_written += write_managed_services(&mut tx, customer, &ms_ops).await?;
+        .collect(),
+        None => Vec::new(),
+    };
+    let sub_ops = diff(subscriptions, &stored_subs);
+    let ms_ops = match services {
+        Some(fetched) => diff(fetched, &stored_services),
+        None => Vec::new(),
+    };
+    let mut events = events_of(&sub_ops);
+    events.extend(events_of(&ms_ops));
+    if sub_ops.is_empty() && ms_ops.is_empty() {
+        return Ok(StoreOutcome {
+            events,
+            rows_written: 0,
+            status_pending: true,
+        });
     }
-    insert_events(&mut tx, run_id, customer, &outcome.events).await?;
-    sqlx::query(
-        "UPDATE pcsync.customers SET last_attempt_at = $2, last_success_at = now(),
+
+    let subs = upserts(&sub_ops);
+    let sub_removed = removals(&sub_ops);
+    // A version ends when its subscription changes or goes; one begins when it is added,
+    // comes back, or changes.
+    let closing: Vec<&str> = sub_ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Changed(s, _) => Some(s.id.as_str()),
+            Op::Removed(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let opening: Vec<&str> = sub_ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Added(s) | Op::Readded(s, _) | Op::Changed(s, _) => Some(s.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let ms = upserts(&ms_ops);
+    let ms_removed = removals(&ms_ops);
+    let text = |f: fn(&Subscription) -> Option<String>| -> Vec<Option<String>> {
+        subs.iter().map(|s| f(s)).collect()
+    };
+    let times = |f: fn(&Subscription) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+        subs.iter().map(|s| f(s)).collect()
+    };
+    let ms_text = |f: fn(&ManagedService) -> Option<String>| -> Vec<Option<String>> {
+        ms.iter().map(|s| f(s)).collect()
+    };
+    let written: i64 = sqlx::query_scalar(&write_statement())
+        .bind(customer)
+        .bind(run_id)
+        .bind(attempt_started)
+        .bind(subs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
+        .bind(text(|s| s.offer_id.clone()))
+        .bind(text(|s| s.offer_name.clone()))
+        .bind(text(|s| s.friendly_name.clone()))
+        .bind(subs.iter().map(|s| s.quantity).collect::<Vec<_>>())
+        .bind(text(|s| s.unit_type.clone()))
+        .bind(text(|s| s.status.clone()))
+        .bind(subs.iter().map(|s| s.auto_renew_enabled).collect::<Vec<_>>())
+        .bind(subs.iter().map(|s| s.is_trial).collect::<Vec<_>>())
+        .bind(text(|s| s.billing_type.clone()))
+        .bind(text(|s| s.billing_cycle.clone()))
+        .bind(text(|s| s.term_duration.clone()))
+        .bind(text(|s| s.renewal_term_duration.clone()))
+        .bind(times(|s| s.creation_date))
+        .bind(times(|s| s.effective_start_date))
+        .bind(times(|s| s.commitment_end_date))
+        .bind(times(|s| s.cancellation_allowed_until))
+        .bind(text(|s| s.partner_id.clone()))
+        .bind(text(|s| s.contract_type.clone()))
+        .bind(text(|s| s.order_id.clone()))
+        .bind(text(|s| s.product_type.clone()))
+        .bind(text(|s| s.publisher_name.clone()))
+        .bind(
+            subs.iter()
+                .map(|s| Value::Object(s.raw.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&sub_removed)
+        .bind(&closing)
+        .bind(&opening)
+        .bind(ms.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
+        .bind(ms_text(|s| s.name.clone()))
+        .bind(ms_text(|s| s.group_name.clone()))
+        .bind(ms_text(|s| s.admin_service_uri.clone()))
+        .bind(ms_text(|s| s.service_health_uri.clone()))
+        .bind(ms_text(|s| s.service_ticket_uri.clone()))
+        .bind(
+            ms.iter()
+                .map(|s| Value::Object(s.raw.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&ms_removed)
+        .bind(events.iter().map(|e| e.entity).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.entity_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.field).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.old.as_deref()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.new.as_deref()).collect::<Vec<_>>())
+        .fetch_one(pool)
+        .await?;
+    Ok(StoreOutcome {
+        events,
+        rows_written: u64::try_from(written).unwrap_or(0),
+        status_pending: false,
+    })
+}
+
+/// Records many customers' successful syncs in one statement (those whose data needed no
+/// write). Returns how many rows it updated.
+pub async fn mark_succeeded(
+    pool: &PgPool,
+    customers: &[(Uuid, DateTime<Utc>)],
+) -> Result<u64, sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(0);
+    }
+    let result = sqlx::query(
+        "UPDATE pcsync.customers c SET last_attempt_at = u.attempt, last_success_at = now(),
             last_status = 'succeeded', last_error = NULL
-         WHERE customer_id = $1",
+         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, attempt)
+         WHERE c.customer_id = u.id",
     )
-    .bind(customer)
-    .bind(attempt_started)
-    .execute(&mut *tx)
+    .bind(customers.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(customers.iter().map(|c| c.1).collect::<Vec<_>>())
+    .execute(pool)
     .await?;
-    tx.commit().await?;
-    Ok(outcome)
+    Ok(result.rows_affected())
 }
 
 /// A customer that could not be synced: its data stays as it was; its status and the error
