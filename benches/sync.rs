@@ -29,6 +29,22 @@ use uuid::Uuid;
 const LATENCY_MS: u64 = 50;
 const CONCURRENCY: usize = 64;
 
+/// `--only A,C,W` (or `PCSYNC_BENCH_ONLY`): the scenarios to run; C and D need A's load.
+fn wanted(scenario: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let list = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var("PCSYNC_BENCH_ONLY").ok());
+    match list {
+        None => true,
+        Some(l) => l
+            .split(',')
+            .any(|x| x.trim().eq_ignore_ascii_case(scenario)),
+    }
+}
+
 fn customers_wanted() -> u32 {
     let args: Vec<String> = std::env::args().collect();
     let from_flag = args
@@ -220,6 +236,7 @@ struct Row {
     retries: u64,
     failed_customers: u64,
     cpu_s: f64,
+    simulator_cpu_s: f64,
     peak_rss_mib: f64,
     rows_written: HashMap<String, i64>,
     events: u64,
@@ -231,6 +248,7 @@ struct Bench {
     server: PgServer,
     sim: SimThread,
     csv: PathBuf,
+    customers: u32,
 }
 
 impl Bench {
@@ -266,12 +284,15 @@ impl Bench {
         }
         self.sim.sim.reset_stats();
         reset_peak_rss();
-        let cpu0 = cpu_seconds("/proc/self/stat") - self.sim.cpu();
+        let sim0 = self.sim.cpu();
+        let cpu0 = cpu_seconds("/proc/self/stat") - sim0;
         let started = Instant::now();
         let (_tx, stop) = tokio::sync::watch::channel(false);
         let report = sync::run_pass(settings, &db.pool, Trigger::Benchmark, stop).await?;
         row.wall_s = started.elapsed().as_secs_f64();
-        row.cpu_s = cpu_seconds("/proc/self/stat") - self.sim.cpu() - cpu0;
+        let sim1 = self.sim.cpu();
+        row.cpu_s = cpu_seconds("/proc/self/stat") - sim1 - cpu0;
+        row.simulator_cpu_s = sim1 - sim0;
         row.peak_rss_mib = peak_rss_mib();
         row.requests = report.api_requests;
         row.throttled = report.throttled;
@@ -302,10 +323,37 @@ async fn run() -> Result<Vec<Row>> {
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join("customers.csv");
     std::fs::write(&csv, sim.sim.customers_csv())?;
-    let bench = Bench { server, sim, csv };
+    let bench = Bench {
+        server,
+        sim,
+        csv,
+        customers,
+    };
     let requests = 2.0 * f64::from(customers);
     let mut rows = Vec::new();
 
+    if wanted("A") || wanted("C") || wanted("D") {
+        rows.extend(latency_and_changes(&bench, requests).await?);
+    }
+    if wanted("B") {
+        rows.push(rate_bound(&bench, requests, 1.0).await?);
+    }
+    if wanted("B'") {
+        rows.push(rate_bound(&bench, requests, 1.2).await?);
+    }
+    bench.sim.sim.set_knobs(Knobs::default());
+    if wanted("W") {
+        eprintln!("write path: first load from memory, against COPY ...");
+        rows.extend(write_path(&bench).await?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rows)
+}
+
+/// A, then C and D on the database A loaded.
+async fn latency_and_changes(bench: &Bench, requests: f64) -> Result<Vec<Row>> {
+    let customers = bench.customers;
+    let mut rows = Vec::new();
     // A: latency-bound, first load into an empty database.
     eprintln!("A: latency-bound pass over {customers} customers ...");
     bench.sim.sim.set_knobs(Knobs {
@@ -383,9 +431,16 @@ async fn run() -> Result<Vec<Row>> {
     d.note = "history: one version closed and one opened per change".into();
     rows.push(d);
     db_a.drop_db().await?;
+    Ok(rows)
+}
 
-    // B: rate-bound. R scaled so that the pass takes about 10 s.
+/// B (`factor` 1) and B' (`factor` 1.2): the simulator grants R per minute, pcsync is
+/// configured with `factor` × R. R is scaled so that the pass takes about 10 s.
+async fn rate_bound(bench: &Bench, requests: f64, factor: f64) -> Result<Row> {
     let r = ((requests * 6.0) as u32).clamp(600, 1_000_000);
+    if factor > 1.0 {
+        return over_budget(bench, requests, r, factor).await;
+    }
     eprintln!("B: rate-bound pass at {r} requests/minute ...");
     bench.sim.sim.set_knobs(Knobs {
         requests_per_minute: Some(r),
@@ -403,11 +458,17 @@ async fn run() -> Result<Vec<Row>> {
     let settings = bench.settings(&db_b, r, CONCURRENCY)?;
     bench.measured_pass(&db_b, &settings, &mut b).await?;
     b.met = b.ratio.is_some_and(|x| x <= 1.05) && b.throttled == 0 && b.failed_customers == 0;
-    rows.push(b);
     db_b.drop_db().await?;
+    Ok(b)
+}
 
-    // B': pcsync believes in 20 % more than the simulator grants.
-    let over = (f64::from(r) * 1.2) as u32;
+/// B': pcsync believes in `factor` × what the simulator grants.
+async fn over_budget(bench: &Bench, requests: f64, r: u32, factor: f64) -> Result<Row> {
+    bench.sim.sim.set_knobs(Knobs {
+        requests_per_minute: Some(r),
+        ..Knobs::default()
+    });
+    let over = (f64::from(r) * factor) as u32;
     eprintln!("B': over-budget pass, pcsync at {over}/min against {r}/min ...");
     let db_b2 = fresh_db(&bench.server).await?;
     let mut b2 = Row {
@@ -421,15 +482,8 @@ async fn run() -> Result<Vec<Row>> {
     let settings = bench.settings(&db_b2, over, CONCURRENCY)?;
     bench.measured_pass(&db_b2, &settings, &mut b2).await?;
     b2.met = (b2.throttled as f64) < 0.02 * b2.requests as f64 && b2.failed_customers == 0;
-    rows.push(b2);
     db_b2.drop_db().await?;
-    bench.sim.sim.set_knobs(Knobs::default());
-
-    // The write path alone.
-    eprintln!("write path: first load from memory, against COPY ...");
-    rows.extend(write_path(&bench).await?);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(rows)
+    Ok(b2)
 }
 
 /// First load of every customer's fetched data, already in memory, through the real store
@@ -583,9 +637,9 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
 fn print(rows: &[Row], customers: u32) {
     println!("\npcsync sync benchmark, {customers} customers\n");
     println!(
-        "| scenario | wall s | bound s | ratio | requests | 429s | retries | CPU s | peak RSS MiB | rows written (subs/ms/history) | events | target | met |"
+        "| scenario | wall s | bound s | ratio | requests | 429s | retries | pcsync CPU s | simulator CPU s | peak RSS MiB | rows written (subs/ms/history) | events | target | met |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let w = |t: &str| {
             r.rows_written
@@ -594,7 +648,7 @@ fn print(rows: &[Row], customers: u32) {
                 .unwrap_or_else(|| "-".into())
         };
         println!(
-            "| {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {}/{}/{} | {} | {} | {} |",
+            "| {} | {:.2} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {}/{}/{} | {} | {} | {} |",
             r.scenario,
             r.wall_s,
             r.bound_s
@@ -607,6 +661,7 @@ fn print(rows: &[Row], customers: u32) {
             r.throttled,
             r.retries,
             r.cpu_s,
+            r.simulator_cpu_s,
             r.peak_rss_mib,
             w("subscriptions"),
             w("managed_services"),

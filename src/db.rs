@@ -84,6 +84,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     }
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
+        // A broken connection shows on its next query anyway; a ping before every
+        // acquire would double the round trips of a pass.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options(settings)?)
         .await

@@ -152,6 +152,9 @@ pub enum Op<'a, E> {
 pub struct Stored<E> {
     pub entity: E,
     pub removed: bool,
+    /// Whether the stored raw JSON equals the fetched one, when the database already compared
+    /// them (so the stored JSON need not be read back); `None`: compare `entity.raw()`.
+    pub raw_same: Option<bool>,
 }
 
 fn field_changes<E: Entity>(old: &E, new: &E) -> Vec<FieldChange> {
@@ -181,7 +184,10 @@ pub fn diff<'a, E: Entity>(fetched: &'a [E], stored: &[Stored<E>]) -> Vec<Op<'a,
                 let changes = field_changes(&old.entity, new);
                 if !changes.is_empty() {
                     ops.push(Op::Changed(new, changes));
-                } else if old.entity.raw() != new.raw() {
+                } else if !old
+                    .raw_same
+                    .unwrap_or_else(|| old.entity.raw() == new.raw())
+                {
                     ops.push(Op::RawChanged(new));
                 }
             }
@@ -209,7 +215,11 @@ mod tests {
     }
 
     fn stored(s: Subscription, removed: bool) -> Stored<Subscription> {
-        Stored { entity: s, removed }
+        Stored {
+            entity: s,
+            removed,
+            raw_same: None,
+        }
     }
 
     #[test]

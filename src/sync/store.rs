@@ -2,6 +2,8 @@
 //! difference atomically in one statement (never one statement per row) that also keeps the
 //! history, the change events and the customer's sync status. Unchanged rows are not written.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -21,7 +23,6 @@ pub struct ChangeEvent {
     pub old: Option<String>,
     pub new: Option<String>,
 }
-
 
 fn events_of<E: Entity>(ops: &[Op<'_, E>]) -> Vec<ChangeEvent> {
     let mut events = Vec::new();
@@ -77,21 +78,15 @@ struct SubscriptionRow {
     order_id: Option<String>,
     product_type: Option<String>,
     publisher_name: Option<String>,
-    raw: Value,
     removed: bool,
-}
-
-fn object(v: Value) -> serde_json::Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    }
+    raw_same: bool,
 }
 
 impl From<SubscriptionRow> for Stored<Subscription> {
     fn from(r: SubscriptionRow) -> Self {
         Stored {
             removed: r.removed,
+            raw_same: Some(r.raw_same),
             entity: Subscription {
                 id: r.subscription_id,
                 offer_id: r.offer_id,
@@ -115,7 +110,7 @@ impl From<SubscriptionRow> for Stored<Subscription> {
                 order_id: r.order_id,
                 product_type: r.product_type,
                 publisher_name: r.publisher_name,
-                raw: object(r.raw),
+                raw: serde_json::Map::new(),
             },
         }
     }
@@ -129,14 +124,15 @@ struct ManagedServiceRow {
     admin_service_uri: Option<String>,
     service_health_uri: Option<String>,
     service_ticket_uri: Option<String>,
-    raw: Value,
     removed: bool,
+    raw_same: bool,
 }
 
 impl From<ManagedServiceRow> for Stored<ManagedService> {
     fn from(r: ManagedServiceRow) -> Self {
         Stored {
             removed: r.removed,
+            raw_same: Some(r.raw_same),
             entity: ManagedService {
                 id: r.service_id,
                 name: r.name,
@@ -144,7 +140,7 @@ impl From<ManagedServiceRow> for Stored<ManagedService> {
                 admin_service_uri: r.admin_service_uri,
                 service_health_uri: r.service_health_uri,
                 service_ticket_uri: r.service_ticket_uri,
-                raw: object(r.raw),
+                raw: serde_json::Map::new(),
             },
         }
     }
@@ -189,14 +185,16 @@ fn write_statement() -> String {
     let cols = SUBSCRIPTION_COLUMNS;
     let old = qualified("s");
     let new = qualified("EXCLUDED");
+    let u_cols = qualified("u");
     format!(
         "WITH up AS (
             INSERT INTO pcsync.subscriptions AS s (customer_id, subscription_id, {cols}, raw)
-            SELECT $1, u.* FROM UNNEST(
+            SELECT $1, u.subscription_id, {u_cols}, u.raw::jsonb FROM UNNEST(
                 $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[],
                 $11::bool[], $12::bool[], $13::text[], $14::text[], $15::text[], $16::text[],
                 $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
-                $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::jsonb[]) AS u
+                $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[])
+                AS u(subscription_id, {cols}, raw)
             ON CONFLICT (customer_id, subscription_id) DO UPDATE SET
                 offer_id = EXCLUDED.offer_id, offer_name = EXCLUDED.offer_name,
                 friendly_name = EXCLUDED.friendly_name, quantity = EXCLUDED.quantity,
@@ -238,8 +236,9 @@ fn write_statement() -> String {
         ms_up AS (
             INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
                 admin_service_uri, service_health_uri, service_ticket_uri, raw)
-            SELECT $1, u.* FROM UNNEST($30::text[], $31::text[], $32::text[], $33::text[],
-                $34::text[], $35::text[], $36::jsonb[]) AS u
+            SELECT $1, u.id, u.name, u.grp, u.admin, u.health, u.ticket, u.raw::jsonb
+            FROM UNNEST($30::text[], $31::text[], $32::text[], $33::text[],
+                $34::text[], $35::text[], $36::text[]) AS u(id, name, grp, admin, health, ticket, raw)
             ON CONFLICT (customer_id, service_id) DO UPDATE SET
                 name = EXCLUDED.name, group_name = EXCLUDED.group_name,
                 admin_service_uri = EXCLUDED.admin_service_uri,
@@ -277,6 +276,10 @@ fn write_statement() -> String {
     )
 }
 
+fn raw_text(raw: &serde_json::Map<String, Value>) -> String {
+    serde_json::to_string(raw).unwrap_or_else(|_| "{}".to_string())
+}
+
 /// What storing one customer did.
 #[derive(Debug, Default, Clone)]
 pub struct StoreOutcome {
@@ -302,23 +305,45 @@ pub async fn store_customer(
     subscriptions: &[Subscription],
     services: Option<&[ManagedService]>,
 ) -> Result<StoreOutcome, sqlx::Error> {
+    // The fetched objects as JSON text: compared with the stored ones by PostgreSQL (cheaper
+    // than reading every stored object back), and written as they are when they changed.
+    let sub_raw: HashMap<&str, String> = subscriptions
+        .iter()
+        .map(|s| (s.id.as_str(), raw_text(&s.raw)))
+        .collect();
     let stored_subs: Vec<Stored<Subscription>> = sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT subscription_id, {SUBSCRIPTION_COLUMNS}, raw, removed_at IS NOT NULL AS removed
-         FROM pcsync.subscriptions WHERE customer_id = $1"
+        "SELECT s.subscription_id, {cols}, s.removed_at IS NOT NULL AS removed,
+                coalesce(s.raw = f.raw::jsonb, false) AS raw_same
+         FROM pcsync.subscriptions s
+         LEFT JOIN UNNEST($2::text[], $3::text[]) AS f(id, raw) ON f.id = s.subscription_id
+         WHERE s.customer_id = $1",
+        cols = qualified("s")
     ))
     .bind(customer)
+    .bind(sub_raw.keys().copied().collect::<Vec<_>>())
+    .bind(sub_raw.values().map(String::as_str).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?
     .into_iter()
     .map(Stored::from)
     .collect();
+    let ms_raw: HashMap<&str, String> = services
+        .unwrap_or_default()
+        .iter()
+        .map(|s| (s.id.as_str(), raw_text(&s.raw)))
+        .collect();
     let stored_services: Vec<Stored<ManagedService>> = match services {
         Some(_) => sqlx::query_as::<_, ManagedServiceRow>(
-            "SELECT service_id, name, group_name, admin_service_uri, service_health_uri,
-                    service_ticket_uri, raw, removed_at IS NOT NULL AS removed
-             FROM pcsync.managed_services WHERE customer_id = $1",
+            "SELECT m.service_id, m.name, m.group_name, m.admin_service_uri, m.service_health_uri,
+                    m.service_ticket_uri, m.removed_at IS NOT NULL AS removed,
+                    coalesce(m.raw = f.raw::jsonb, false) AS raw_same
+             FROM pcsync.managed_services m
+             LEFT JOIN UNNEST($2::text[], $3::text[]) AS f(id, raw) ON f.id = m.service_id
+             WHERE m.customer_id = $1",
         )
         .bind(customer)
+        .bind(ms_raw.keys().copied().collect::<Vec<_>>())
+        .bind(ms_raw.values().map(String::as_str).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -382,7 +407,11 @@ pub async fn store_customer(
         .bind(subs.iter().map(|s| s.quantity).collect::<Vec<_>>())
         .bind(text(|s| s.unit_type.clone()))
         .bind(text(|s| s.status.clone()))
-        .bind(subs.iter().map(|s| s.auto_renew_enabled).collect::<Vec<_>>())
+        .bind(
+            subs.iter()
+                .map(|s| s.auto_renew_enabled)
+                .collect::<Vec<_>>(),
+        )
         .bind(subs.iter().map(|s| s.is_trial).collect::<Vec<_>>())
         .bind(text(|s| s.billing_type.clone()))
         .bind(text(|s| s.billing_cycle.clone()))
@@ -399,7 +428,7 @@ pub async fn store_customer(
         .bind(text(|s| s.publisher_name.clone()))
         .bind(
             subs.iter()
-                .map(|s| Value::Object(s.raw.clone()))
+                .map(|s| sub_raw.get(s.id.as_str()).map(String::as_str))
                 .collect::<Vec<_>>(),
         )
         .bind(&sub_removed)
@@ -413,12 +442,17 @@ pub async fn store_customer(
         .bind(ms_text(|s| s.service_ticket_uri.clone()))
         .bind(
             ms.iter()
-                .map(|s| Value::Object(s.raw.clone()))
+                .map(|s| ms_raw.get(s.id.as_str()).map(String::as_str))
                 .collect::<Vec<_>>(),
         )
         .bind(&ms_removed)
         .bind(events.iter().map(|e| e.entity).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.entity_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.entity_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.field).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.old.as_deref()).collect::<Vec<_>>())
