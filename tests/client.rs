@@ -432,6 +432,11 @@ async fn a_hung_request_times_out_and_is_retried() {
     c.subscriptions(seed(), None).await.expect("second attempt");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(c.counters().retries, 1);
+    assert_eq!(
+        sim.stats().repeated_request_ids,
+        1,
+        "the retry after the timeout carried the same MS-RequestId"
+    );
 }
 
 #[tokio::test]

@@ -873,3 +873,61 @@ async fn sigterm_mid_run_interrupts_cleanly() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_on_its_schedule_without_overlapping_itself() {
+    let s = setup(SimConfig {
+        customers: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"));
+    cmd.arg("run")
+        .env_remove("DATABASE_URL")
+        .envs(env(&s, &[("PCSYNC__SYNC__SCHEDULE", "*/2 * * * * *")]))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id().expect("pid");
+    let mut runs = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        runs = count(
+            &s.db.pool,
+            "SELECT count(*) FROM pcsync.sync_runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+        )
+        .await;
+        if runs >= 2 {
+            break;
+        }
+    }
+    assert!(runs >= 2, "two scheduled passes within 20 s, saw {runs}");
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("kill");
+    let out = child.wait_with_output().await.expect("ends");
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let overlapping = count(
+        &s.db.pool,
+        "SELECT count(*) FROM pcsync.sync_runs a JOIN pcsync.sync_runs b
+           ON a.run_id <> b.run_id AND a.started_at < b.started_at AND b.started_at < a.finished_at",
+    )
+    .await;
+    assert_eq!(overlapping, 0);
+    // Fired on even seconds, as the expression says.
+    let odd: i64 = count(
+        &s.db.pool,
+        "SELECT count(*) FROM pcsync.sync_runs WHERE floor(extract(second FROM started_at))::int % 2 = 1",
+    )
+    .await;
+    assert_eq!(odd, 0);
+}

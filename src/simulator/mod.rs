@@ -231,6 +231,9 @@ pub struct Stats {
     pub token_requests: u64,
     /// Faults injected.
     pub faults_injected: u64,
+    /// API requests whose `MS-RequestId` an earlier request already carried: retries of one
+    /// logical request, as Partner Center asks clients to send them.
+    pub repeated_request_ids: u64,
 }
 
 impl Stats {
@@ -637,6 +640,7 @@ pub(crate) struct State {
     knobs: Mutex<Knobs>,
     limiter: Mutex<Option<Gcra>>,
     stats: Mutex<Stats>,
+    request_ids: Mutex<HashSet<String>>,
     in_flight: AtomicUsize,
     request_counter: AtomicU64,
     epoch: Instant,
@@ -675,6 +679,7 @@ impl State {
             limiter: Mutex::new(limiter_for(&config.knobs)),
             knobs: Mutex::new(config.knobs.clone()),
             stats: Mutex::new(Stats::default()),
+            request_ids: Mutex::new(HashSet::new()),
             in_flight: AtomicUsize::new(0),
             request_counter: AtomicU64::new(0),
             epoch: now,
@@ -762,6 +767,7 @@ impl Simulator {
 
     pub fn reset_stats(&self) {
         *lock(&self.state.stats) = Stats::default();
+        lock(&self.state.request_ids).clear();
     }
 
     pub fn knobs(&self) -> Knobs {

@@ -330,6 +330,11 @@ async fn api(
     produce: impl FnOnce(&Caller) -> Answer,
 ) -> Response {
     let _guard = InFlight::enter(state);
+    if let Some(id) = headers.get("ms-requestid").and_then(|v| v.to_str().ok()) {
+        if !lock(&state.request_ids).insert(id.to_string()) {
+            lock(&state.stats).repeated_request_ids += 1;
+        }
+    }
     let n = state.request_counter.fetch_add(1, Ordering::Relaxed);
     let mut rng = Rng::derive(state.config.seed, 0xFA17, n);
     let knobs = lock(&state.knobs).clone();
@@ -729,6 +734,7 @@ async fn stats(AxState(state): AxState<Shared>) -> Response {
 
 async fn reset_stats(AxState(state): AxState<Shared>) -> Response {
     *lock(&state.stats) = super::Stats::default();
+    lock(&state.request_ids).clear();
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -1,6 +1,7 @@
 //! One sync pass, end to end: take the advisory lock, open a `sync_runs` row, read the customer
 //! list, fetch every customer's subscriptions and managed services with bounded concurrency,
-//! store each customer atomically (one statement), close the run with its counters.
+//! hand each fetched customer to one writer that stores them in batches (each customer whole
+//! or not at all), close the run with its counters.
 //!
 //! - [`customers`]: the CSV customer list.
 //! - [`diff`]: change detection (pure).
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -23,10 +24,9 @@ use uuid::Uuid;
 use crate::config::{AuthMode, CustomerSource, Settings};
 use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
 use customers::ListedCustomer;
-use store::StoreOutcome;
 
-/// Unchanged customers whose sync status is written in one statement.
-const STATUS_BATCH: usize = 256;
+/// The most customers the writer stores in one statement.
+const WRITE_BATCH: usize = 64;
 
 /// Key of the PostgreSQL advisory lock that keeps passes from overlapping across processes
 /// and hosts ("pcsync" in ASCII).
@@ -111,7 +111,7 @@ struct Shared {
 }
 
 enum CustomerResult {
-    Stored(StoreOutcome, Uuid, chrono::DateTime<Utc>),
+    Fetched(store::Fetched),
     Failed,
     /// Credentials, MFA, audience: no customer can succeed.
     Fatal(String),
@@ -341,15 +341,21 @@ async fn pass(
         run_id,
         fetch_managed_services: !app_only,
     });
+    // Fetched customers go to one writer, which stores them in batches; the bounded channel
+    // holds fetching back when the database is the slower side, so memory stays bounded by
+    // the concurrency, not by the length of the customer list.
+    let (to_writer, from_fetchers) = mpsc::channel::<store::Fetched>(WRITE_BATCH);
+    let writer = tokio::spawn(
+        write_all(pool.clone(), run_id, from_fetchers).instrument(tracing::Span::current()),
+    );
     // Customers in flight: each sends its two requests at once, so this many keeps every
-    // request permit busy while bounding memory by the concurrency, not the list's length.
+    // request permit busy.
     let width = settings.partner_center.max_concurrency.max(1);
     let mut queue = customers.into_iter();
     let mut tasks: JoinSet<CustomerResult> = JoinSet::new();
     let mut fatal: Option<String> = None;
     let mut interrupted = false;
-    // Customers synced without a change, whose status is recorded in batches.
-    let mut pending: Vec<(Uuid, chrono::DateTime<Utc>)> = Vec::new();
+    let mut fetch_failed = 0;
     loop {
         while tasks.len() < width && fatal.is_none() {
             if *stop.borrow() {
@@ -365,33 +371,33 @@ async fn pass(
             break;
         };
         match joined {
-            Ok(CustomerResult::Stored(outcome, id, attempt)) => {
-                report.customers_succeeded += 1;
-                report.changes += outcome.events.len() as u64;
-                report.rows_written += outcome.rows_written;
-                if outcome.status_pending {
-                    pending.push((id, attempt));
-                    if pending.len() >= STATUS_BATCH {
-                        store::mark_succeeded(pool, &pending).await?;
-                        pending.clear();
-                    }
+            Ok(CustomerResult::Fetched(fetched)) => {
+                if to_writer.send(fetched).await.is_err() {
+                    return Err(PassError::Fatal("the database writer stopped".into()));
                 }
             }
-            Ok(CustomerResult::Failed) => report.customers_failed += 1,
+            Ok(CustomerResult::Failed) => fetch_failed += 1,
             Ok(CustomerResult::Fatal(message)) => {
-                report.customers_failed += 1;
+                fetch_failed += 1;
                 if fatal.is_none() {
                     tracing::error!(error = %message, "stopping the pass: no customer can succeed");
                     fatal = Some(message);
                 }
             }
             Err(e) => {
-                report.customers_failed += 1;
+                fetch_failed += 1;
                 tracing::error!(error = %e, "a customer task panicked");
             }
         }
     }
-    store::mark_succeeded(pool, &pending).await?;
+    drop(to_writer);
+    let written = writer
+        .await
+        .map_err(|e| PassError::Fatal(format!("the database writer failed: {e}")))?;
+    report.customers_succeeded = written.succeeded;
+    report.customers_failed = fetch_failed + written.failed;
+    report.changes = written.changes;
+    report.rows_written = written.rows_written;
     let counters = shared.client.counters();
     report.api_requests = counters.requests;
     report.throttled = counters.throttled;
@@ -410,6 +416,91 @@ async fn pass(
     Ok(())
 }
 
+/// What the writer did.
+#[derive(Debug, Default)]
+struct Written {
+    succeeded: u64,
+    failed: u64,
+    changes: u64,
+    rows_written: u64,
+}
+
+/// Stores fetched customers as they come, as many at once as are waiting (up to
+/// [`WRITE_BATCH`]). A batch that fails is stored again one customer at a time, so one bad
+/// customer fails alone.
+async fn write_all(pool: PgPool, run_id: Uuid, mut rx: mpsc::Receiver<store::Fetched>) -> Written {
+    let mut written = Written::default();
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        match store::store_batch(&pool, run_id, &batch).await {
+            Ok(outcomes) => record_outcomes(&outcomes, &mut written),
+            Err(e) if batch.len() > 1 => {
+                tracing::warn!(error = %e, customers = batch.len(), "a batch failed to store; storing its customers one by one");
+                for one in &batch {
+                    store_one(&pool, run_id, one, &mut written).await;
+                }
+            }
+            Err(e) => {
+                record_store_failure(&pool, run_id, &batch[0], &e).await;
+                written.failed += 1;
+            }
+        }
+        batch.clear();
+    }
+    written
+}
+
+async fn store_one(pool: &PgPool, run_id: Uuid, one: &store::Fetched, written: &mut Written) {
+    match store::store_batch(pool, run_id, std::slice::from_ref(one)).await {
+        Ok(outcomes) => record_outcomes(&outcomes, written),
+        Err(e) => {
+            record_store_failure(pool, run_id, one, &e).await;
+            written.failed += 1;
+        }
+    }
+}
+
+fn record_outcomes(outcomes: &[store::StoreOutcome], written: &mut Written) {
+    for o in outcomes {
+        written.succeeded += 1;
+        written.changes += o.events.len() as u64;
+        written.rows_written += o.rows_written;
+        for e in &o.events {
+            tracing::info!(
+                customer_id = %o.customer,
+                entity = e.entity,
+                entity_id = %e.entity_id,
+                kind = e.kind,
+                field = e.field,
+                old = e.old.as_deref(),
+                new = e.new.as_deref(),
+                "change"
+            );
+        }
+    }
+}
+
+async fn record_store_failure(pool: &PgPool, run_id: Uuid, one: &store::Fetched, e: &sqlx::Error) {
+    let message = format!("storing the customer's data failed (nothing was written): {e}");
+    tracing::warn!(customer_id = %one.customer, error = %message, "customer not stored");
+    if let Err(e2) = store::record_customer_failure(
+        pool,
+        run_id,
+        one.customer,
+        one.attempt_started,
+        "store",
+        None,
+        None,
+        None,
+        &message,
+    )
+    .await
+    {
+        tracing::error!(error = %e2, "could not record the customer's failure");
+    }
+}
+
+/// Fetches one customer; on success the result goes to the writer.
 async fn sync_customer(shared: Arc<Shared>, customer: ListedCustomer) -> CustomerResult {
     let attempt_started = Utc::now();
     let subs = shared
@@ -423,82 +514,57 @@ async fn sync_customer(shared: Arc<Shared>, customer: ListedCustomer) -> Custome
         }
     };
     let (subs, services) = tokio::join!(subs, services);
-    let failure = match (&subs, &services) {
-        (Err(e), _) => Some(("get_subscriptions", e)),
-        (_, Err(e)) => Some(("get_managed_services", e)),
-        _ => None,
-    };
-    if let Some((operation, error)) = failure {
-        let message = error.to_string();
-        tracing::warn!(operation, error = %message, "customer not synced; its stored data is kept");
-        let ctx = error.context();
-        if let Err(e) = store::record_customer_failure(
-            &shared.pool,
-            shared.run_id,
-            customer.id,
+    match (subs, services) {
+        (Ok(subscriptions), Ok(services)) => CustomerResult::Fetched(store::Fetched {
+            customer: customer.id,
             attempt_started,
-            operation,
-            ctx.and_then(|c| c.http_status),
-            ctx.and_then(|c| c.code.as_deref()),
-            ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
-            &message,
-        )
-        .await
-        {
-            tracing::error!(error = %e, "could not record the customer's failure");
+            subscriptions,
+            services,
+        }),
+        (Err(e), _) => {
+            fetch_failed(&shared, &customer, attempt_started, "get_subscriptions", &e).await
         }
-        return if error.is_fatal() {
-            CustomerResult::Fatal(message)
-        } else {
-            CustomerResult::Failed
-        };
+        (_, Err(e)) => {
+            fetch_failed(
+                &shared,
+                &customer,
+                attempt_started,
+                "get_managed_services",
+                &e,
+            )
+            .await
+        }
     }
-    let (Ok(subs), Ok(services)) = (subs, services) else {
-        return CustomerResult::Failed;
-    };
-    match store::store_customer(
+}
+
+async fn fetch_failed(
+    shared: &Shared,
+    customer: &ListedCustomer,
+    attempt_started: chrono::DateTime<Utc>,
+    operation: &str,
+    error: &ApiError,
+) -> CustomerResult {
+    let message = error.to_string();
+    tracing::warn!(operation, error = %message, "customer not synced; its stored data is kept");
+    let ctx = error.context();
+    if let Err(e) = store::record_customer_failure(
         &shared.pool,
         shared.run_id,
         customer.id,
         attempt_started,
-        &subs,
-        services.as_deref(),
+        operation,
+        ctx.and_then(|c| c.http_status),
+        ctx.and_then(|c| c.code.as_deref()),
+        ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
+        &message,
     )
     .await
     {
-        Ok(outcome) => {
-            for e in &outcome.events {
-                tracing::info!(
-                    entity = e.entity,
-                    entity_id = %e.entity_id,
-                    kind = e.kind,
-                    field = e.field,
-                    old = e.old.as_deref(),
-                    new = e.new.as_deref(),
-                    "change"
-                );
-            }
-            CustomerResult::Stored(outcome, customer.id, attempt_started)
-        }
-        Err(e) => {
-            let message = format!("storing the customer's data failed (rolled back): {e}");
-            tracing::warn!(error = %message, "customer not stored");
-            if let Err(e2) = store::record_customer_failure(
-                &shared.pool,
-                shared.run_id,
-                customer.id,
-                attempt_started,
-                "store",
-                None,
-                None,
-                None,
-                &message,
-            )
-            .await
-            {
-                tracing::error!(error = %e2, "could not record the customer's failure");
-            }
-            CustomerResult::Failed
-        }
+        tracing::error!(error = %e, "could not record the customer's failure");
+    }
+    if error.is_fatal() {
+        CustomerResult::Fatal(message)
+    } else {
+        CustomerResult::Failed
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+
 use uuid::Uuid;
 
 use super::customers::ListedCustomer;
@@ -160,27 +161,10 @@ fn qualified(table: &str) -> String {
         .join(", ")
 }
 
-fn upserts<'a, E>(ops: &[Op<'a, E>]) -> Vec<&'a E> {
-    ops.iter()
-        .filter_map(|op| match op {
-            Op::Added(e) | Op::Readded(e, _) | Op::Changed(e, _) | Op::RawChanged(e) => Some(*e),
-            Op::Removed(_) => None,
-        })
-        .collect()
-}
-
-fn removals<'o, E>(ops: &'o [Op<'_, E>]) -> Vec<&'o str> {
-    ops.iter()
-        .filter_map(|op| match op {
-            Op::Removed(id) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Every write of one customer as a single statement: data-modifying CTEs run as one atomic
-/// unit without a BEGIN/COMMIT round trip each. The history's no-overlap constraint is checked
-/// at the end (migration 4), so closing a version and opening the next may share the statement.
+/// Every write of a batch of customers as a single statement: data-modifying CTEs run as one
+/// atomic unit, so each customer of the batch is written whole or not at all. The history's
+/// no-overlap constraint is checked at the end (migration 4), so closing a version and opening
+/// the next may share the statement.
 fn write_statement() -> String {
     let cols = SUBSCRIPTION_COLUMNS;
     let old = qualified("s");
@@ -189,12 +173,13 @@ fn write_statement() -> String {
     format!(
         "WITH up AS (
             INSERT INTO pcsync.subscriptions AS s (customer_id, subscription_id, {cols}, raw)
-            SELECT $1, u.subscription_id, {u_cols}, u.raw::jsonb FROM UNNEST(
-                $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[],
-                $11::bool[], $12::bool[], $13::text[], $14::text[], $15::text[], $16::text[],
-                $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
-                $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[])
-                AS u(subscription_id, {cols}, raw)
+            SELECT u.customer_id, u.subscription_id, {u_cols}, u.raw::jsonb FROM UNNEST(
+                $1::uuid[], $2::text[],
+                $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::text[],
+                $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[],
+                $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
+                $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[])
+                AS u(customer_id, subscription_id, {cols}, raw)
             ON CONFLICT (customer_id, subscription_id) DO UPDATE SET
                 offer_id = EXCLUDED.offer_id, offer_name = EXCLUDED.offer_name,
                 friendly_name = EXCLUDED.friendly_name, quantity = EXCLUDED.quantity,
@@ -217,28 +202,32 @@ fn write_statement() -> String {
             RETURNING customer_id, subscription_id, {cols}
         ),
         rm AS (
-            UPDATE pcsync.subscriptions SET removed_at = now(), changed_at = now()
-            WHERE customer_id = $1 AND subscription_id = ANY($27::text[]) AND removed_at IS NULL
+            UPDATE pcsync.subscriptions s SET removed_at = now(), changed_at = now()
+            FROM UNNEST($25::uuid[], $26::text[]) AS r(customer_id, id)
+            WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id AND s.removed_at IS NULL
             RETURNING 1
         ),
         closed AS (
-            UPDATE pcsync.subscription_history SET valid_to = now()
-            WHERE customer_id = $1 AND subscription_id = ANY($28::text[]) AND valid_to IS NULL
+            UPDATE pcsync.subscription_history h SET valid_to = now()
+            FROM UNNEST($27::uuid[], $28::text[]) AS c(customer_id, id)
+            WHERE h.customer_id = c.customer_id AND h.subscription_id = c.id AND h.valid_to IS NULL
             RETURNING 1
         ),
         opened AS (
             INSERT INTO pcsync.subscription_history
                 (customer_id, subscription_id, valid_from, run_id, {cols})
-            SELECT customer_id, subscription_id, now(), $2, {cols}
-            FROM up WHERE subscription_id = ANY($29::text[])
+            SELECT up.customer_id, up.subscription_id, now(), $45, {up_cols}
+            FROM up JOIN UNNEST($29::uuid[], $30::text[]) AS o(customer_id, id)
+              ON o.customer_id = up.customer_id AND o.id = up.subscription_id
             RETURNING 1
         ),
         ms_up AS (
             INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
                 admin_service_uri, service_health_uri, service_ticket_uri, raw)
-            SELECT $1, u.id, u.name, u.grp, u.admin, u.health, u.ticket, u.raw::jsonb
-            FROM UNNEST($30::text[], $31::text[], $32::text[], $33::text[],
-                $34::text[], $35::text[], $36::text[]) AS u(id, name, grp, admin, health, ticket, raw)
+            SELECT u.customer_id, u.id, u.name, u.grp, u.admin, u.health, u.ticket, u.raw::jsonb
+            FROM UNNEST($31::uuid[], $32::text[], $33::text[], $34::text[], $35::text[],
+                $36::text[], $37::text[], $38::text[])
+                AS u(customer_id, id, name, grp, admin, health, ticket, raw)
             ON CONFLICT (customer_id, service_id) DO UPDATE SET
                 name = EXCLUDED.name, group_name = EXCLUDED.group_name,
                 admin_service_uri = EXCLUDED.admin_service_uri,
@@ -254,25 +243,28 @@ fn write_statement() -> String {
             RETURNING 1
         ),
         ms_rm AS (
-            UPDATE pcsync.managed_services SET removed_at = now(), changed_at = now()
-            WHERE customer_id = $1 AND service_id = ANY($37::text[]) AND removed_at IS NULL
+            UPDATE pcsync.managed_services m SET removed_at = now(), changed_at = now()
+            FROM UNNEST($39::uuid[], $40::text[]) AS r(customer_id, id)
+            WHERE m.customer_id = r.customer_id AND m.service_id = r.id AND m.removed_at IS NULL
             RETURNING 1
         ),
         ev AS (
             INSERT INTO pcsync.change_events
                 (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value)
-            SELECT $2, $1, e.* FROM UNNEST($38::text[], $39::text[], $40::text[], $41::text[],
-                $42::text[], $43::text[]) AS e
+            SELECT $45, e.* FROM UNNEST($41::uuid[], $42::text[], $43::text[], $44::text[],
+                $46::text[], $47::text[], $48::text[]) AS e
             RETURNING 1
         ),
         cu AS (
-            UPDATE pcsync.customers SET last_attempt_at = $3, last_success_at = now(),
+            UPDATE pcsync.customers c SET last_attempt_at = a.attempt, last_success_at = now(),
                 last_status = 'succeeded', last_error = NULL
-            WHERE customer_id = $1
+            FROM UNNEST($49::uuid[], $50::timestamptz[]) AS a(customer_id, attempt)
+            WHERE c.customer_id = a.customer_id
             RETURNING 1
         )
         SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm)
-              + (SELECT count(*) FROM ms_up) + (SELECT count(*) FROM ms_rm))::bigint"
+              + (SELECT count(*) FROM ms_up) + (SELECT count(*) FROM ms_rm))::bigint",
+        up_cols = qualified("up"),
     )
 }
 
@@ -280,139 +272,271 @@ fn raw_text(raw: &serde_json::Map<String, Value>) -> String {
     serde_json::to_string(raw).unwrap_or_else(|_| "{}".to_string())
 }
 
+/// One customer's complete fetch, ready to store.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub customer: Uuid,
+    pub attempt_started: DateTime<Utc>,
+    pub subscriptions: Vec<Subscription>,
+    /// `None` when managed services were not fetched (App-only): the stored ones are then
+    /// left as they are.
+    pub services: Option<Vec<ManagedService>>,
+}
+
 /// What storing one customer did.
 #[derive(Debug, Default, Clone)]
 pub struct StoreOutcome {
+    pub customer: Uuid,
     pub events: Vec<ChangeEvent>,
-    /// Rows of `subscriptions` and `managed_services` inserted or updated.
+    /// Rows of `subscriptions` and `managed_services` inserted or updated for this customer.
     pub rows_written: u64,
-    /// Nothing changed, so nothing was written, not even the customer's sync status: the
-    /// caller records it with [`mark_succeeded`], many customers in one statement.
-    pub status_pending: bool,
 }
 
-/// Stores one customer's complete fetch. `services` is `None` when managed services were not
-/// fetched (App-only): the stored ones are then left as they are.
-///
-/// Reads what is stored, compares, and writes only what changed, in one statement. Runs
-/// outside an explicit transaction: the pass's advisory lock keeps other writers away, and
-/// the single write statement is atomic.
-pub async fn store_customer(
+/// Stored rows of many customers, by customer.
+type StoredBy<E> = HashMap<Uuid, Vec<Stored<E>>>;
+
+#[derive(sqlx::FromRow)]
+struct Keyed<T> {
+    customer_id: Uuid,
+    #[sqlx(flatten)]
+    row: T,
+}
+
+/// The batch's arrays for the write statement, customer by customer.
+#[derive(Default)]
+struct Writes<'a> {
+    subs: Vec<(Uuid, &'a Subscription, &'a str)>,
+    sub_removed: Vec<(Uuid, String)>,
+    closing: Vec<(Uuid, String)>,
+    opening: Vec<(Uuid, String)>,
+    services: Vec<(Uuid, &'a ManagedService, &'a str)>,
+    service_removed: Vec<(Uuid, String)>,
+    events: Vec<(Uuid, ChangeEvent)>,
+}
+
+/// Stores a batch of customers' complete fetches: reads what is stored for all of them (two
+/// queries), compares each customer, and writes every change with every customer's sync status
+/// in one atomic statement. PostgreSQL compares the raw JSON, so stored objects are never read
+/// back whole. Runs without an explicit transaction: the pass's advisory lock keeps other
+/// writers away, and the single write statement is atomic.
+pub async fn store_batch(
     pool: &PgPool,
     run_id: Uuid,
-    customer: Uuid,
-    attempt_started: DateTime<Utc>,
-    subscriptions: &[Subscription],
-    services: Option<&[ManagedService]>,
-) -> Result<StoreOutcome, sqlx::Error> {
-    // The fetched objects as JSON text: compared with the stored ones by PostgreSQL (cheaper
-    // than reading every stored object back), and written as they are when they changed.
-    let sub_raw: HashMap<&str, String> = subscriptions
+    batch: &[Fetched],
+) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    // The fetched objects as JSON text: compared with the stored ones by PostgreSQL, and
+    // written as they are when they changed.
+    let sub_raw: Vec<Vec<String>> = batch
         .iter()
-        .map(|s| (s.id.as_str(), raw_text(&s.raw)))
+        .map(|f| f.subscriptions.iter().map(|s| raw_text(&s.raw)).collect())
         .collect();
-    let stored_subs: Vec<Stored<Subscription>> = sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT s.subscription_id, {cols}, s.removed_at IS NOT NULL AS removed,
+    let ms_raw: Vec<Vec<String>> = batch
+        .iter()
+        .map(|f| {
+            f.services
+                .iter()
+                .flatten()
+                .map(|s| raw_text(&s.raw))
+                .collect()
+        })
+        .collect();
+    let mut f_cust = Vec::new();
+    let mut f_id = Vec::new();
+    let mut f_raw = Vec::new();
+    for (f, raws) in batch.iter().zip(&sub_raw) {
+        for (s, raw) in f.subscriptions.iter().zip(raws) {
+            f_cust.push(f.customer);
+            f_id.push(s.id.as_str());
+            f_raw.push(raw.as_str());
+        }
+    }
+    let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
+    let mut stored_subs: StoredBy<Subscription> = HashMap::new();
+    for r in sqlx::query_as::<_, Keyed<SubscriptionRow>>(&format!(
+        "SELECT s.customer_id, s.subscription_id, {cols}, s.removed_at IS NOT NULL AS removed,
                 coalesce(s.raw = f.raw::jsonb, false) AS raw_same
          FROM pcsync.subscriptions s
-         LEFT JOIN UNNEST($2::text[], $3::text[]) AS f(id, raw) ON f.id = s.subscription_id
-         WHERE s.customer_id = $1",
+         LEFT JOIN UNNEST($2::uuid[], $3::text[], $4::text[]) AS f(customer_id, id, raw)
+           ON f.customer_id = s.customer_id AND f.id = s.subscription_id
+         WHERE s.customer_id = ANY($1)",
         cols = qualified("s")
     ))
-    .bind(customer)
-    .bind(sub_raw.keys().copied().collect::<Vec<_>>())
-    .bind(sub_raw.values().map(String::as_str).collect::<Vec<_>>())
+    .bind(&customers)
+    .bind(&f_cust)
+    .bind(&f_id)
+    .bind(&f_raw)
     .fetch_all(pool)
     .await?
-    .into_iter()
-    .map(Stored::from)
-    .collect();
-    let ms_raw: HashMap<&str, String> = services
-        .unwrap_or_default()
+    {
+        stored_subs
+            .entry(r.customer_id)
+            .or_default()
+            .push(Stored::from(r.row));
+    }
+    let with_services: Vec<Uuid> = batch
         .iter()
-        .map(|s| (s.id.as_str(), raw_text(&s.raw)))
+        .filter(|f| f.services.is_some())
+        .map(|f| f.customer)
         .collect();
-    let stored_services: Vec<Stored<ManagedService>> = match services {
-        Some(_) => sqlx::query_as::<_, ManagedServiceRow>(
-            "SELECT m.service_id, m.name, m.group_name, m.admin_service_uri, m.service_health_uri,
-                    m.service_ticket_uri, m.removed_at IS NOT NULL AS removed,
+    let mut stored_services: StoredBy<ManagedService> = HashMap::new();
+    if !with_services.is_empty() {
+        let (mut m_cust, mut m_id, mut m_raw) = (Vec::new(), Vec::new(), Vec::new());
+        for (f, raws) in batch.iter().zip(&ms_raw) {
+            for (s, raw) in f.services.iter().flatten().zip(raws) {
+                m_cust.push(f.customer);
+                m_id.push(s.id.as_str());
+                m_raw.push(raw.as_str());
+            }
+        }
+        for r in sqlx::query_as::<_, Keyed<ManagedServiceRow>>(
+            "SELECT m.customer_id, m.service_id, m.name, m.group_name, m.admin_service_uri,
+                    m.service_health_uri, m.service_ticket_uri, m.removed_at IS NOT NULL AS removed,
                     coalesce(m.raw = f.raw::jsonb, false) AS raw_same
              FROM pcsync.managed_services m
-             LEFT JOIN UNNEST($2::text[], $3::text[]) AS f(id, raw) ON f.id = m.service_id
-             WHERE m.customer_id = $1",
+             LEFT JOIN UNNEST($2::uuid[], $3::text[], $4::text[]) AS f(customer_id, id, raw)
+               ON f.customer_id = m.customer_id AND f.id = m.service_id
+             WHERE m.customer_id = ANY($1)",
         )
-        .bind(customer)
-        .bind(ms_raw.keys().copied().collect::<Vec<_>>())
-        .bind(ms_raw.values().map(String::as_str).collect::<Vec<_>>())
+        .bind(&with_services)
+        .bind(&m_cust)
+        .bind(&m_id)
+        .bind(&m_raw)
         .fetch_all(pool)
         .await?
-        .into_iter()
-        .map(Stored::from)
-        .collect(),
-        None => Vec::new(),
-    };
-    let sub_ops = diff(subscriptions, &stored_subs);
-    let ms_ops = match services {
-        Some(fetched) => diff(fetched, &stored_services),
-        None => Vec::new(),
-    };
-    let mut events = events_of(&sub_ops);
-    events.extend(events_of(&ms_ops));
-    if sub_ops.is_empty() && ms_ops.is_empty() {
-        return Ok(StoreOutcome {
-            events,
-            rows_written: 0,
-            status_pending: true,
-        });
+        {
+            stored_services
+                .entry(r.customer_id)
+                .or_default()
+                .push(Stored::from(r.row));
+        }
     }
 
-    let subs = upserts(&sub_ops);
-    let sub_removed = removals(&sub_ops);
-    // A version ends when its subscription changes or goes; one begins when it is added,
-    // comes back, or changes.
-    let closing: Vec<&str> = sub_ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Changed(s, _) => Some(s.id.as_str()),
-            Op::Removed(id) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let opening: Vec<&str> = sub_ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Added(s) | Op::Readded(s, _) | Op::Changed(s, _) => Some(s.id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let ms = upserts(&ms_ops);
-    let ms_removed = removals(&ms_ops);
+    let mut writes = Writes::default();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (i, f) in batch.iter().enumerate() {
+        let no_subs = Vec::new();
+        let no_services = Vec::new();
+        let stored = stored_subs.get(&f.customer).unwrap_or(&no_subs);
+        let sub_ops = diff(&f.subscriptions, stored);
+        let ms_ops = match &f.services {
+            Some(fetched) => diff(
+                fetched,
+                stored_services.get(&f.customer).unwrap_or(&no_services),
+            ),
+            None => Vec::new(),
+        };
+        let raw_of = |id: &str| {
+            f.subscriptions
+                .iter()
+                .position(|s| s.id == id)
+                .map(|p| sub_raw[i][p].as_str())
+                .unwrap_or("{}")
+        };
+        let mut rows = 0;
+        for op in &sub_ops {
+            match op {
+                Op::Added(s) | Op::Readded(s, _) => {
+                    writes.subs.push((f.customer, s, raw_of(&s.id)));
+                    writes.opening.push((f.customer, s.id.clone()));
+                    rows += 1;
+                }
+                Op::Changed(s, _) => {
+                    writes.subs.push((f.customer, s, raw_of(&s.id)));
+                    writes.closing.push((f.customer, s.id.clone()));
+                    writes.opening.push((f.customer, s.id.clone()));
+                    rows += 1;
+                }
+                Op::RawChanged(s) => {
+                    writes.subs.push((f.customer, s, raw_of(&s.id)));
+                    rows += 1;
+                }
+                Op::Removed(id) => {
+                    writes.sub_removed.push((f.customer, id.clone()));
+                    writes.closing.push((f.customer, id.clone()));
+                    rows += 1;
+                }
+            }
+        }
+        let services = f.services.as_deref().unwrap_or_default();
+        for op in &ms_ops {
+            match op {
+                Op::Added(m) | Op::Readded(m, _) | Op::Changed(m, _) | Op::RawChanged(m) => {
+                    let raw = services
+                        .iter()
+                        .position(|x| x.id == m.id)
+                        .map(|p| ms_raw[i][p].as_str())
+                        .unwrap_or("{}");
+                    writes.services.push((f.customer, m, raw));
+                    rows += 1;
+                }
+                Op::Removed(id) => {
+                    writes.service_removed.push((f.customer, id.clone()));
+                    rows += 1;
+                }
+            }
+        }
+        let mut events = events_of(&sub_ops);
+        events.extend(events_of(&ms_ops));
+        writes
+            .events
+            .extend(events.iter().map(|e| (f.customer, e.clone())));
+        outcomes.push(StoreOutcome {
+            customer: f.customer,
+            events,
+            rows_written: rows,
+        });
+    }
+    execute_writes(pool, run_id, batch, &writes).await?;
+    Ok(outcomes)
+}
+
+async fn execute_writes(
+    pool: &PgPool,
+    run_id: Uuid,
+    batch: &[Fetched],
+    w: &Writes<'_>,
+) -> Result<(), sqlx::Error> {
+    let subs = &w.subs;
     let text = |f: fn(&Subscription) -> Option<String>| -> Vec<Option<String>> {
-        subs.iter().map(|s| f(s)).collect()
+        subs.iter().map(|(_, s, _)| f(s)).collect()
     };
     let times = |f: fn(&Subscription) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
-        subs.iter().map(|s| f(s)).collect()
+        subs.iter().map(|(_, s, _)| f(s)).collect()
     };
+    let ms = &w.services;
     let ms_text = |f: fn(&ManagedService) -> Option<String>| -> Vec<Option<String>> {
-        ms.iter().map(|s| f(s)).collect()
+        ms.iter().map(|(_, s, _)| f(s)).collect()
     };
-    let written: i64 = sqlx::query_scalar(&write_statement())
-        .bind(customer)
-        .bind(run_id)
-        .bind(attempt_started)
-        .bind(subs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
+    fn pairs(v: &[(Uuid, String)]) -> (Vec<Uuid>, Vec<&str>) {
+        (
+            v.iter().map(|p| p.0).collect(),
+            v.iter().map(|p| p.1.as_str()).collect(),
+        )
+    }
+    let (rm_c, rm_s) = pairs(&w.sub_removed);
+    let (cl_c, cl_s) = pairs(&w.closing);
+    let (op_c, op_s) = pairs(&w.opening);
+    let (msr_c, msr_s) = pairs(&w.service_removed);
+    let ev = &w.events;
+    sqlx::query_scalar::<_, i64>(&write_statement())
+        .bind(subs.iter().map(|(c, _, _)| *c).collect::<Vec<_>>())
+        .bind(
+            subs.iter()
+                .map(|(_, s, _)| s.id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(text(|s| s.offer_id.clone()))
         .bind(text(|s| s.offer_name.clone()))
         .bind(text(|s| s.friendly_name.clone()))
-        .bind(subs.iter().map(|s| s.quantity).collect::<Vec<_>>())
+        .bind(subs.iter().map(|(_, s, _)| s.quantity).collect::<Vec<_>>())
         .bind(text(|s| s.unit_type.clone()))
         .bind(text(|s| s.status.clone()))
         .bind(
             subs.iter()
-                .map(|s| s.auto_renew_enabled)
+                .map(|(_, s, _)| s.auto_renew_enabled)
                 .collect::<Vec<_>>(),
         )
-        .bind(subs.iter().map(|s| s.is_trial).collect::<Vec<_>>())
+        .bind(subs.iter().map(|(_, s, _)| s.is_trial).collect::<Vec<_>>())
         .bind(text(|s| s.billing_type.clone()))
         .bind(text(|s| s.billing_cycle.clone()))
         .bind(text(|s| s.term_duration.clone()))
@@ -426,66 +550,40 @@ pub async fn store_customer(
         .bind(text(|s| s.order_id.clone()))
         .bind(text(|s| s.product_type.clone()))
         .bind(text(|s| s.publisher_name.clone()))
-        .bind(
-            subs.iter()
-                .map(|s| sub_raw.get(s.id.as_str()).map(String::as_str))
-                .collect::<Vec<_>>(),
-        )
-        .bind(&sub_removed)
-        .bind(&closing)
-        .bind(&opening)
-        .bind(ms.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
+        .bind(subs.iter().map(|(_, _, raw)| *raw).collect::<Vec<_>>())
+        .bind(rm_c)
+        .bind(rm_s)
+        .bind(cl_c)
+        .bind(cl_s)
+        .bind(op_c)
+        .bind(op_s)
+        .bind(ms.iter().map(|(c, _, _)| *c).collect::<Vec<_>>())
+        .bind(ms.iter().map(|(_, s, _)| s.id.as_str()).collect::<Vec<_>>())
         .bind(ms_text(|s| s.name.clone()))
         .bind(ms_text(|s| s.group_name.clone()))
         .bind(ms_text(|s| s.admin_service_uri.clone()))
         .bind(ms_text(|s| s.service_health_uri.clone()))
         .bind(ms_text(|s| s.service_ticket_uri.clone()))
+        .bind(ms.iter().map(|(_, _, raw)| *raw).collect::<Vec<_>>())
+        .bind(msr_c)
+        .bind(msr_s)
+        .bind(ev.iter().map(|(c, _)| *c).collect::<Vec<_>>())
+        .bind(ev.iter().map(|(_, e)| e.entity).collect::<Vec<_>>())
         .bind(
-            ms.iter()
-                .map(|s| ms_raw.get(s.id.as_str()).map(String::as_str))
+            ev.iter()
+                .map(|(_, e)| e.entity_id.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(&ms_removed)
-        .bind(events.iter().map(|e| e.entity).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.entity_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.field).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.old.as_deref()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.new.as_deref()).collect::<Vec<_>>())
+        .bind(ev.iter().map(|(_, e)| e.kind).collect::<Vec<_>>())
+        .bind(run_id)
+        .bind(ev.iter().map(|(_, e)| e.field).collect::<Vec<_>>())
+        .bind(ev.iter().map(|(_, e)| e.old.as_deref()).collect::<Vec<_>>())
+        .bind(ev.iter().map(|(_, e)| e.new.as_deref()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|f| f.customer).collect::<Vec<_>>())
+        .bind(batch.iter().map(|f| f.attempt_started).collect::<Vec<_>>())
         .fetch_one(pool)
         .await?;
-    Ok(StoreOutcome {
-        events,
-        rows_written: u64::try_from(written).unwrap_or(0),
-        status_pending: false,
-    })
-}
-
-/// Records many customers' successful syncs in one statement (those whose data needed no
-/// write). Returns how many rows it updated.
-pub async fn mark_succeeded(
-    pool: &PgPool,
-    customers: &[(Uuid, DateTime<Utc>)],
-) -> Result<u64, sqlx::Error> {
-    if customers.is_empty() {
-        return Ok(0);
-    }
-    let result = sqlx::query(
-        "UPDATE pcsync.customers c SET last_attempt_at = u.attempt, last_success_at = now(),
-            last_status = 'succeeded', last_error = NULL
-         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, attempt)
-         WHERE c.customer_id = u.id",
-    )
-    .bind(customers.iter().map(|c| c.0).collect::<Vec<_>>())
-    .bind(customers.iter().map(|c| c.1).collect::<Vec<_>>())
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected())
+    Ok(())
 }
 
 /// A customer that could not be synced: its data stays as it was; its status and the error
