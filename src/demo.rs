@@ -28,11 +28,7 @@ type SampleRow = (
 
 pub async fn run(customers: u32) -> Exit {
     // The demo prints its own report; the per-change log lines stay available with RUST_LOG=info.
-    if std::env::var_os("RUST_LOG").is_none() {
-        // SAFETY: no other thread reads the environment yet at this point of start-up.
-        unsafe { std::env::set_var("RUST_LOG", "warn") };
-    }
-    telemetry::init(crate::config::LogFormat::Text);
+    telemetry::init_with_default(crate::config::LogFormat::Text, "warn");
     match demo(customers).await {
         Ok(exit) => exit,
         Err(e) => {

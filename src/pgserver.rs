@@ -29,7 +29,7 @@ pub enum PgServerError {
 pub struct PgServer {
     admin_url: Url,
     /// Keeps a throwaway cluster alive for as long as this value lives.
-    _cluster: Option<TempCluster>,
+    cluster: Option<TempCluster>,
 }
 
 impl PgServer {
@@ -43,7 +43,7 @@ impl PgServer {
                 }
                 return Ok(PgServer {
                     admin_url,
-                    _cluster: None,
+                    cluster: None,
                 });
             }
         }
@@ -51,7 +51,7 @@ impl PgServer {
         if TcpStream::connect_timeout(&default, Duration::from_secs(2)).is_ok() {
             return Ok(PgServer {
                 admin_url: Url::parse(DEFAULT_SERVER_URL).map_err(|_| PgServerError::BadUrl)?,
-                _cluster: None,
+                cluster: None,
             });
         }
         let bin = find_pg_bin().ok_or(PgServerError::NotFound)?;
@@ -63,7 +63,7 @@ impl PgServer {
         .map_err(|_| PgServerError::BadUrl)?;
         Ok(PgServer {
             admin_url,
-            _cluster: Some(cluster),
+            cluster: Some(cluster),
         })
     }
 
@@ -81,7 +81,7 @@ impl PgServer {
 
     /// True when this is a cluster we started ourselves.
     pub fn is_throwaway(&self) -> bool {
-        self._cluster.is_some()
+        self.cluster.is_some()
     }
 }
 
