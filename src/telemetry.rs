@@ -12,8 +12,13 @@ pub const DEFAULT_FILTER: &str = "info,sqlx=warn";
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing), so
 /// tests and the binary can share it.
 pub fn init(format: LogFormat) {
+    init_with_default(format, DEFAULT_FILTER);
+}
+
+/// As [`init`], with another filter for when `RUST_LOG` is not set.
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
