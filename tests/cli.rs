@@ -1,0 +1,117 @@
+//! The `pcsync` binary as a user runs it: `check`, `migrate`, usage errors and exit codes.
+#![cfg(feature = "simulator")]
+
+mod common;
+
+use std::process::Output;
+
+use common::TestDb;
+use pcsync::simulator::{SimConfig, Simulator};
+
+async fn pcsync(args: &[&str], env: &[(String, String)]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .await
+        .expect("pcsync runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_step_and_names_a_bad_key() {
+    let db = TestDb::migrated().await;
+    let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    let mut env: Vec<(String, String)> = sim.env_vars();
+    env.push(("PCSYNC__DATABASE__URL".into(), db.url.clone()));
+
+    let ok = pcsync(&["check"], &env).await;
+    let out = stdout(&ok);
+    assert_eq!(ok.status.code(), Some(0), "{out}");
+    assert!(out.contains("configuration  ok"), "{out}");
+    assert!(out.contains("database       ok"), "{out}");
+    assert!(out.contains("token          ok      App+User"), "{out}");
+
+    let mut bad = env.clone();
+    bad.push((
+        "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
+        "lots".into(),
+    ));
+    let failed = pcsync(&["check"], &bad).await;
+    let out = stdout(&failed);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        out.contains("configuration  failed  partner_center.max_concurrency: expected a whole number from 1 to 256, got \"lots\""),
+        "{out}"
+    );
+
+    let mut wrong_secret = env.clone();
+    wrong_secret.push((
+        "PCSYNC__AUTH__CLIENT_SECRET".into(),
+        "not-the-secret".into(),
+    ));
+    let failed = pcsync(&["check"], &wrong_secret).await;
+    let out = stdout(&failed);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        out.contains("token          failed") && out.contains("invalid_client"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("not-the-secret"),
+        "the secret is not repeated: {out}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_then_has_nothing_to_do() {
+    let db = TestDb::empty().await;
+    let env = vec![
+        ("PCSYNC__DATABASE__URL".to_string(), db.url.clone()),
+        ("RUST_LOG".to_string(), "info".to_string()),
+    ];
+    let first = pcsync(&["migrate"], &env).await;
+    assert_eq!(first.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("migrations applied"));
+    let second = pcsync(&["migrate"], &env).await;
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("nothing to apply"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_1_and_a_missing_customer_file_fails_the_run() {
+    let usage = pcsync(&["frobnicate"], &[]).await;
+    assert_eq!(
+        usage.status.code(),
+        Some(1),
+        "2 means 'some customers failed'"
+    );
+    let help = pcsync(&["--help"], &[]).await;
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("run"));
+
+    let db = TestDb::migrated().await;
+    let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    let mut env = sim.env_vars();
+    env.push(("PCSYNC__DATABASE__URL".into(), db.url.clone()));
+    env.push((
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        "/nonexistent/customers.csv".into(),
+    ));
+    let run = pcsync(&["run", "--once"], &env).await;
+    assert_eq!(run.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        said.contains("/nonexistent/customers.csv") && said.contains("customers.file"),
+        "{said}"
+    );
+}
