@@ -115,3 +115,49 @@ async fn usage_errors_exit_1_and_a_missing_customer_file_fails_the_run() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_run_id() {
+    let db = TestDb::migrated().await;
+    let sim = Simulator::start(SimConfig {
+        customers: 3,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv()).expect("csv");
+    let mut env = sim.env_vars();
+    env.push(("PCSYNC__DATABASE__URL".into(), db.url.clone()));
+    env.push((
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        csv.to_string_lossy().to_string(),
+    ));
+    env.push(("PCSYNC__LOG__FORMAT".into(), "json".into()));
+    env.push(("RUST_LOG".into(), "info".into()));
+    let run = pcsync(&["run", "--once"], &env).await;
+    assert_eq!(run.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let changes: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["message"] == "change").collect();
+    assert!(!changes.is_empty());
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["kind"] == "added" && c["customer_id"].is_string())
+    );
+    let summary = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("sync pass succeeded"))
+        })
+        .expect("a summary line");
+    assert!(summary["span"]["run_id"].is_string(), "{summary}");
+}
