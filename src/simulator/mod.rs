@@ -320,6 +320,24 @@ pub enum SimError {
     FixedField(String),
 }
 
+/// Request ids kept per generation.
+const REQUEST_ID_GENERATION: usize = 100_000;
+
+impl State {
+    /// Records an MS-RequestId; true if an earlier request carried it.
+    fn seen_request_id(&self, id: &str) -> bool {
+        let mut ids = lock(&self.request_ids);
+        if ids[0].contains(id) || ids[1].contains(id) {
+            return true;
+        }
+        if ids[0].len() >= REQUEST_ID_GENERATION {
+            ids[1] = std::mem::take(&mut ids[0]);
+        }
+        ids[0].insert(id.to_string());
+        false
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Slot {
     Generated(u32),
@@ -640,7 +658,9 @@ pub(crate) struct State {
     knobs: Mutex<Knobs>,
     limiter: Mutex<Option<Gcra>>,
     stats: Mutex<Stats>,
-    request_ids: Mutex<HashSet<String>>,
+    /// MS-RequestIds seen lately: the current generation and the one before, so memory stays
+    /// bounded however long the simulator runs (a retry follows its request within seconds).
+    request_ids: Mutex<[HashSet<String>; 2]>,
     in_flight: AtomicUsize,
     request_counter: AtomicU64,
     epoch: Instant,
@@ -679,7 +699,7 @@ impl State {
             limiter: Mutex::new(limiter_for(&config.knobs)),
             knobs: Mutex::new(config.knobs.clone()),
             stats: Mutex::new(Stats::default()),
-            request_ids: Mutex::new(HashSet::new()),
+            request_ids: Mutex::new([HashSet::new(), HashSet::new()]),
             in_flight: AtomicUsize::new(0),
             request_counter: AtomicU64::new(0),
             epoch: now,
@@ -767,7 +787,7 @@ impl Simulator {
 
     pub fn reset_stats(&self) {
         *lock(&self.state.stats) = Stats::default();
-        lock(&self.state.request_ids).clear();
+        *lock(&self.state.request_ids) = [HashSet::new(), HashSet::new()];
     }
 
     pub fn knobs(&self) -> Knobs {

@@ -331,7 +331,7 @@ async fn api(
 ) -> Response {
     let _guard = InFlight::enter(state);
     if let Some(id) = headers.get("ms-requestid").and_then(|v| v.to_str().ok()) {
-        if !lock(&state.request_ids).insert(id.to_string()) {
+        if state.seen_request_id(id) {
             lock(&state.stats).repeated_request_ids += 1;
         }
     }
@@ -734,7 +734,7 @@ async fn stats(AxState(state): AxState<Shared>) -> Response {
 
 async fn reset_stats(AxState(state): AxState<Shared>) -> Response {
     *lock(&state.stats) = super::Stats::default();
-    lock(&state.request_ids).clear();
+    *lock(&state.request_ids) = [Default::default(), Default::default()];
     StatusCode::NO_CONTENT.into_response()
 }
 
