@@ -689,7 +689,8 @@ fn main() -> Result<()> {
         // `cargo bench -- --list` and test runners probing benches: nothing to list.
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The runtime `pcsync run` uses.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let customers = customers_wanted();
