@@ -64,14 +64,18 @@ pub struct Counters {
     pub retries: u64,
 }
 
-/// The shared rate budget. A 429 pauses every request for Retry-After and lowers the rate by
-/// a fifth; a run of successes brings it back up to the configured rate.
+/// The shared rate budget. A 429 pauses every request for Retry-After, lowers the rate by a
+/// fifth and remembers a ceiling just below the rate that was refused; successes bring the
+/// rate back up to that ceiling, and the ceiling creeps back to the configured rate slowly, in
+/// case the throttling was passing. 429s of one episode (requests already in flight) count once.
 struct Budget {
     gcra: Gcra,
     epoch: Instant,
     configured: f64,
     current: f64,
+    ceiling: f64,
     successes: u32,
+    episode_until: Duration,
 }
 
 impl Budget {
@@ -81,7 +85,9 @@ impl Budget {
             epoch: Instant::now(),
             configured: f64::from(requests_per_minute),
             current: f64::from(requests_per_minute),
+            ceiling: f64::from(requests_per_minute),
             successes: 0,
+            episode_until: Duration::ZERO,
         }
     }
 
@@ -98,9 +104,14 @@ impl Budget {
     fn throttled(&mut self, pause: Duration) {
         let now = self.now();
         self.gcra.pause(now, pause);
-        let lowered = (self.current * 0.8).max(self.configured * 0.1);
-        self.set_rate(lowered);
+        if now < self.episode_until {
+            return;
+        }
+        let floor = self.configured * 0.1;
+        self.ceiling = (self.current * 0.95).max(floor);
+        self.set_rate((self.current * 0.8).max(floor));
         self.successes = 0;
+        self.episode_until = now + pause + Duration::from_secs(1);
     }
 
     fn succeeded(&mut self) {
@@ -108,10 +119,12 @@ impl Budget {
             return;
         }
         self.successes += 1;
-        if self.successes >= 20 {
-            self.successes = 0;
-            let raised = (self.current * 1.05).min(self.configured);
+        if self.successes % 20 == 0 && self.current < self.ceiling {
+            let raised = (self.current * 1.05).min(self.ceiling);
             self.set_rate(raised);
+        }
+        if self.successes % 500 == 0 {
+            self.ceiling = (self.ceiling * 1.02).min(self.configured);
         }
     }
 }
@@ -574,10 +587,19 @@ mod tests {
     fn the_budget_slows_after_a_429_and_recovers() {
         let mut b = Budget::new(600);
         b.throttled(Duration::from_secs(2));
-        assert!(b.current < 600.0);
+        assert_eq!(b.current, 480.0);
+        // The other requests of the same episode pause too but cut the rate only once.
+        b.throttled(Duration::from_secs(2));
+        assert_eq!(b.current, 480.0);
         let wait = b.reserve_now();
         assert!(wait >= Duration::from_millis(1900), "{wait:?}");
-        for _ in 0..2000 {
+        // Back up to just below the refused rate first...
+        for _ in 0..200 {
+            b.succeeded();
+        }
+        assert_eq!(b.current, 570.0);
+        // ...then, slowly, to the configured rate.
+        for _ in 0..3000 {
             b.succeeded();
         }
         assert_eq!(b.current, 600.0);
