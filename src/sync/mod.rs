@@ -125,23 +125,20 @@ pub async fn run_pass(
     trigger: Trigger,
     stop: watch::Receiver<bool>,
 ) -> Result<PassReport, SyncError> {
-    let mut lock_conn = pool.acquire().await?;
+    // The lock lives on a connection of its own, taken out of the pool: when the pass ends
+    // in any way (even a panic), the connection closes and the server releases the lock;
+    // it can never go back to the pool still held.
+    let mut lock_conn = pool.acquire().await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(ADVISORY_LOCK_KEY)
-        .fetch_one(&mut *lock_conn)
+        .fetch_one(&mut lock_conn)
         .await?;
     if !locked {
         return Err(SyncError::AlreadyRunning);
     }
     let result = locked_pass(settings, pool, trigger, stop).await;
-    let unlocked: Result<bool, _> = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-        .bind(ADVISORY_LOCK_KEY)
-        .fetch_one(&mut *lock_conn)
-        .await;
-    if !matches!(unlocked, Ok(true)) {
-        // A session lock must not go back to the pool still held.
-        lock_conn.detach();
-    }
+    // Closing the session releases the lock; a failure to close cleanly releases it too.
+    let _ = sqlx::Connection::close(lock_conn).await;
     result
 }
 
