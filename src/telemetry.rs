@@ -22,6 +22,10 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // When standard error is closed (`pcsync run 2>&1 | head`, a log shipper gone),
+        // tracing-subscriber would report it with eprintln!, which panics on the same closed
+        // stream, in whatever task was logging: lose the log line, not the sync.
+        .log_internal_errors(false)
         .with_target(false);
     // An Err means a subscriber is already installed: keep that one.
     let _ = match format {

@@ -370,7 +370,14 @@ async fn pass(
         match joined {
             Ok(CustomerResult::Fetched(fetched)) => {
                 if to_writer.send(fetched).await.is_err() {
-                    return Err(PassError::Fatal("the database writer stopped".into()));
+                    // The writer only stops early by panicking: say why.
+                    let why = match writer.await {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "it ended".to_string(),
+                    };
+                    return Err(PassError::Fatal(format!(
+                        "the database writer stopped: {why}"
+                    )));
                 }
             }
             Ok(CustomerResult::Failed) => fetch_failed += 1,
