@@ -161,3 +161,39 @@ async fn json_logs_are_one_object_per_line_with_the_run_id() {
         .expect("a summary line");
     assert!(summary["span"]["run_id"].is_string(), "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_stream_does_not_stop_the_sync() {
+    let db = TestDb::migrated().await;
+    let sim = Simulator::start(SimConfig {
+        customers: 20,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv()).expect("csv");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .args(["run", "--once"])
+        .env_remove("DATABASE_URL")
+        .envs(sim.env_vars())
+        .env("PCSYNC__DATABASE__URL", &db.url)
+        .env("PCSYNC__CUSTOMERS__FILE", &csv)
+        .env("PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE", "100000")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Nobody reads the log: as with `pcsync run --once 2>&1 | head -1`.
+    drop(child.stderr.take());
+    let status = child.wait().await.expect("ends");
+    assert_eq!(status.code(), Some(0));
+    let (status, succeeded): (String, i32) =
+        sqlx::query_as("SELECT status, customers_succeeded FROM pcsync.sync_runs")
+            .fetch_one(&db.pool)
+            .await
+            .expect("run");
+    assert_eq!((status.as_str(), succeeded), ("succeeded", 20));
+}
