@@ -2,8 +2,9 @@
 //!
 //! Data flow of one pass: the customer list (a CSV file or the Partner Center customer list) →
 //! for every customer, its subscriptions and managed services, fetched with bounded concurrency
-//! within the rate budget → compared with what is stored → new and changed rows written, with a
-//! change event per added, removed or changed field, in one transaction per customer.
+//! within the rate budget → handed to one writer, which compares them with what is stored and
+//! writes new and changed rows, with a change event per added, removed or changed field, many
+//! customers per atomic statement, each customer whole or not at all.
 //!
 //! Modules, one concern each:
 //! - [`config`]: layered settings (defaults file, optional file, environment), validated once.
