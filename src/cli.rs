@@ -81,7 +81,7 @@ pub struct SimulateArgs {
     /// Requests admitted back to back before the rate applies (default rpm/60).
     #[arg(long)]
     pub burst: Option<u32>,
-    /// A fault: KIND[:PROBABILITY][@CUSTOMER_ID], KIND one of 500, 503, hang, truncated,
+    /// A fault: `KIND[:PROBABILITY][@CUSTOMER_ID]`, KIND one of 500, 503, hang, truncated,
     /// malformed, bom, mfa_required. Repeatable.
     #[arg(long = "fault", value_parser = parse_fault)]
     pub faults: Vec<crate::simulator::FaultRule>,

@@ -3,7 +3,7 @@
 //! loopback. Used by the tests, `pcsync demo`, `pcsync simulate` and the benchmark.
 //!
 //! - [`data`]: deterministic customers and their objects (one holds the seed pages' objects).
-//! - [`server`]: the HTTP routes, authentication, throttling, faults and counters.
+//! - `server`: the HTTP routes, authentication, throttling, faults and counters.
 //! - this file: configuration, the world's state, mutations and the public handle.
 
 pub mod data;
