@@ -338,7 +338,7 @@ async fn the_budget_keeps_the_simulator_from_throttling() {
     let sim = Simulator::start(SimConfig {
         knobs: Knobs {
             requests_per_minute: Some(1200),
-            burst: Some(2),
+            burst: Some(5),
             ..Knobs::default()
         },
         ..SimConfig::default()
