@@ -19,6 +19,44 @@ async fn pcsync(args: &[&str], env: &[(String, String)]) -> Output {
         .expect("pcsync runs")
 }
 
+/// A database, a simulator with `customers` customers, their CSV, and the environment that
+/// points `pcsync run` at all three.
+struct RunSetup {
+    db: TestDb,
+    _sim: Simulator,
+    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+async fn run_setup(customers: u32) -> RunSetup {
+    let db = TestDb::migrated().await;
+    let sim = Simulator::start(SimConfig {
+        customers,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv()).expect("csv");
+    let mut env = sim.env_vars();
+    env.push(("PCSYNC__DATABASE__URL".into(), db.url.clone()));
+    env.push((
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        csv.to_string_lossy().to_string(),
+    ));
+    env.push((
+        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+        "100000".into(),
+    ));
+    RunSetup {
+        db,
+        _sim: sim,
+        _dir: dir,
+        env,
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -118,22 +156,8 @@ async fn usage_errors_exit_1_and_a_missing_customer_file_fails_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_the_run_id() {
-    let db = TestDb::migrated().await;
-    let sim = Simulator::start(SimConfig {
-        customers: 3,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let csv = dir.path().join("customers.csv");
-    std::fs::write(&csv, sim.customers_csv()).expect("csv");
-    let mut env = sim.env_vars();
-    env.push(("PCSYNC__DATABASE__URL".into(), db.url.clone()));
-    env.push((
-        "PCSYNC__CUSTOMERS__FILE".into(),
-        csv.to_string_lossy().to_string(),
-    ));
+    let setup = run_setup(3).await;
+    let mut env = setup.env.clone();
     env.push(("PCSYNC__LOG__FORMAT".into(), "json".into()));
     env.push(("RUST_LOG".into(), "info".into()));
     let run = pcsync(&["run", "--once"], &env).await;
@@ -164,23 +188,11 @@ async fn json_logs_are_one_object_per_line_with_the_run_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_log_stream_does_not_stop_the_sync() {
-    let db = TestDb::migrated().await;
-    let sim = Simulator::start(SimConfig {
-        customers: 20,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let csv = dir.path().join("customers.csv");
-    std::fs::write(&csv, sim.customers_csv()).expect("csv");
+    let setup = run_setup(20).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
         .args(["run", "--once"])
         .env_remove("DATABASE_URL")
-        .envs(sim.env_vars())
-        .env("PCSYNC__DATABASE__URL", &db.url)
-        .env("PCSYNC__CUSTOMERS__FILE", &csv)
-        .env("PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE", "100000")
+        .envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -192,7 +204,7 @@ async fn a_closed_log_stream_does_not_stop_the_sync() {
     assert_eq!(status.code(), Some(0));
     let (status, succeeded): (String, i32) =
         sqlx::query_as("SELECT status, customers_succeeded FROM pcsync.sync_runs")
-            .fetch_one(&db.pool)
+            .fetch_one(&setup.db.pool)
             .await
             .expect("run");
     assert_eq!((status.as_str(), succeeded), ("succeeded", 20));
