@@ -389,3 +389,65 @@ fn incomplete_credentials_name_the_missing_key_for_the_mode() {
     let msg = s.auth.credentials().expect_err("no tenant").to_string();
     assert!(msg.starts_with("auth.tenant_id: not set"), "{msg}");
 }
+
+/// Failure 7: crontab day-of-week ranges through 7 (Sunday) are valid crontab.
+#[test]
+fn crontab_day_ranges_through_sunday_are_accepted() {
+    for schedule in ["0 2 * * 1-7", "0 2 * * 5-7", "0 2 * * 0-7", "0 2 1,15 * 7"] {
+        let s = load(None, &[("PCSYNC__SYNC__SCHEDULE", schedule)])
+            .unwrap_or_else(|e| panic!("{schedule}: {e}"));
+        assert_eq!(s.sync.schedule.to_string(), schedule);
+    }
+    let s = load(
+        None,
+        &[
+            ("PCSYNC__SYNC__SCHEDULE", "30 2 * * *"),
+            ("PCSYNC__SYNC__TIMEZONE", "Europe/Berlin"),
+        ],
+    )
+    .expect("a time zone");
+    assert_eq!(s.sync.timezone.to_string(), "Europe/Berlin");
+    let msg = error_of(load(None, &[("PCSYNC__SYNC__TIMEZONE", "Mars/Olympus")]));
+    assert!(msg.starts_with("sync.timezone"), "{msg}");
+    assert!(msg.contains("IANA"), "{msg}");
+}
+
+/// Failure 8: a bearer token or client secret never travels in clear, except to loopback.
+#[test]
+fn plain_http_is_refused_except_on_loopback() {
+    for (key, var) in [
+        ("partner_center.base_url", "PCSYNC__PARTNER_CENTER__BASE_URL"),
+        ("auth.authority", "PCSYNC__AUTH__AUTHORITY"),
+    ] {
+        let msg = error_of(load(None, &[(var, "http://api.partnercenter.example.com")]));
+        assert!(msg.starts_with(key), "{msg}");
+        assert!(msg.contains("https"), "{msg}");
+        for local in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "http://127.10.0.3",
+        ] {
+            assert!(load(None, &[(var, local)]).is_ok(), "{var}={local}");
+        }
+        assert!(load(None, &[(var, "https://api.partnercenter.example.com")]).is_ok());
+    }
+}
+
+/// Debug output of every configuration layer hides the secrets, the raw sources included.
+#[test]
+fn the_sources_and_raw_values_hide_secrets_in_debug_output() {
+    let sources = Sources {
+        file: None,
+        env: env(&[
+            ("PCSYNC__AUTH__CLIENT_SECRET", "CLIENT-SECRET-VALUE"),
+            ("DATABASE_URL", "postgres://app:DB-PASSWORD@db:5432/pcsync"),
+            ("PCSYNC__NOTIFY__WEBHOOK_URL", "https://hooks.example/SECRET-PATH"),
+        ]),
+    };
+    let shown = format!("{sources:?}");
+    for secret in ["CLIENT-SECRET-VALUE", "DB-PASSWORD", "SECRET-PATH"] {
+        assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+    }
+    assert!(shown.contains("PCSYNC__AUTH__CLIENT_SECRET"), "names are kept: {shown}");
+}

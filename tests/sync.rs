@@ -6,73 +6,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::TestDb;
-use pcsync::config::{Settings, Sources};
+use common::sim::{count, env, pass, pcsync_command, setup};
 use pcsync::partner_center::{ManagedService, Subscription};
 use pcsync::simulator::{Change, FaultKind, FaultRule, Knobs, SimConfig, Simulator};
 use pcsync::sync::diff::Entity;
-use pcsync::sync::{self, PassReport, RunStatus, Trigger};
+use pcsync::sync::RunStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-struct Setup {
-    db: TestDb,
-    sim: Simulator,
-    _dir: tempfile::TempDir,
-    csv: PathBuf,
-}
-
-async fn setup(config: SimConfig) -> Setup {
-    let db = TestDb::migrated().await;
-    let sim = Simulator::start(config).await.expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let csv = dir.path().join("customers.csv");
-    std::fs::write(&csv, sim.customers_csv()).expect("csv");
-    Setup {
-        db,
-        sim,
-        _dir: dir,
-        csv,
-    }
-}
-
-fn env(s: &Setup, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut env: HashMap<String, String> = s.sim.env_vars().into_iter().collect();
-    env.insert("PCSYNC__DATABASE__URL".into(), s.db.url.clone());
-    env.insert(
-        "PCSYNC__CUSTOMERS__FILE".into(),
-        s.csv.to_string_lossy().to_string(),
-    );
-    env.insert(
-        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
-        "100000".into(),
-    );
-    env.insert("PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(), "8".into());
-    env.insert("PCSYNC__PARTNER_CENTER__MAX_ATTEMPTS".into(), "2".into());
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    env
-}
-
-fn settings(s: &Setup, extra: &[(&str, &str)]) -> Settings {
-    Settings::load(&Sources {
-        file: None,
-        env: env(s, extra),
-    })
-    .expect("valid settings")
-}
-
-async fn pass(s: &Setup, extra: &[(&str, &str)]) -> PassReport {
-    let (_tx, stop) = tokio::sync::watch::channel(false);
-    sync::run_pass(&settings(s, extra), &s.db.pool, Trigger::Test, stop)
-        .await
-        .expect("the pass runs")
-}
 
 fn object(v: &Value) -> serde_json::Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
@@ -141,10 +84,6 @@ fn normalize_ts(field: &str, s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
 }
 
 #[tokio::test]
@@ -755,18 +694,6 @@ async fn the_customer_list_can_come_from_partner_center() {
             .expect("customer");
     assert_eq!(source, "api");
     assert!(domain.is_some_and(|d| d.ends_with(".onmicrosoft.com")));
-}
-
-fn pcsync_command(s: &Setup, extra: &[(&str, &str)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"));
-    cmd.args(["run", "--once"])
-        .env_remove("DATABASE_URL")
-        .envs(env(s, extra))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

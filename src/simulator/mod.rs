@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-pub use data::{CustomerData, SEED_CUSTOMER_ID, SEED_MPN_ID};
+pub use data::{CustomerData, OTHER_MPN_IDS, SEED_CUSTOMER_ID, SEED_MPN_ID};
 use data::{Parts, Rng, Shape};
 
 use crate::ratelimit::Gcra;
@@ -182,10 +182,26 @@ pub enum FaultKind {
     Bom,
     /// 401 code 900421: App+User call without an MFA claim.
     MfaRequired,
+    /// HTTP 429 with `Retry-After: 1` and the throttling body, whatever the budget says.
+    #[serde(rename = "429")]
+    Status429,
+    /// A 200 whose collection has no `items` at all: `{"totalCount": 0}`.
+    NoItems,
+    /// A 200 whose body is an empty object: `{}`.
+    EmptyObject,
+    /// A 200 whose `totalCount` is the real count but that carries only the first item.
+    CountMismatch,
+    /// A 302 to a page that answers an empty collection (a proxy or captive portal).
+    Redirect,
+    /// The first item of the collection sent twice (the customer list repeats a customer).
+    Duplicate,
+    /// A well-formed, consistent, empty collection: `{"totalCount": 0, "items": []}`, as a
+    /// backend that lost its data for a moment would answer.
+    Empty,
 }
 
 impl FaultKind {
-    pub const ALL: [&'static str; 7] = [
+    pub const ALL: [&'static str; 14] = [
         "500",
         "503",
         "hang",
@@ -193,6 +209,13 @@ impl FaultKind {
         "malformed",
         "bom",
         "mfa_required",
+        "429",
+        "no_items",
+        "empty_object",
+        "count_mismatch",
+        "redirect",
+        "duplicate",
+        "empty",
     ];
 
     fn parse(text: &str) -> Result<FaultKind, String> {

@@ -33,6 +33,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/v1/customers", get(customers))
         .route("/v1/customers/{id}/subscriptions", get(subscriptions))
         .route("/v1/customers/{id}/managedservices", get(managed_services))
+        .route(EMPTY_PAGE, get(empty_page))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset_stats", post(reset_stats))
         .route("/_sim/mutate", post(mutate))
@@ -104,7 +105,7 @@ async fn token_v1(
     Path(tenant): Path<String>,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    token(&state, &tenant, false, form)
+    token(&state, &tenant, false, form).await
 }
 
 async fn token_v2(
@@ -112,18 +113,53 @@ async fn token_v2(
     Path(tenant): Path<String>,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    token(&state, &tenant, true, form)
+    token(&state, &tenant, true, form).await
 }
 
-fn token(
+async fn token(
     state: &State,
     tenant: &str,
     v2: bool,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    let response = token_inner(state, tenant, v2, form);
+    let response = match token_fault(state).await {
+        Some(r) => r,
+        None => token_inner(state, tenant, v2, form),
+    };
     record(state, Endpoint::Token, response.status());
     response
+}
+
+/// Faults of the token endpoint (rules with `endpoint = token`): Entra ID has bad moments too.
+async fn token_fault(state: &State) -> Option<Response> {
+    let knobs = lock(&state.knobs).clone();
+    let n = state.request_counter.fetch_add(1, Ordering::Relaxed);
+    let mut rng = Rng::derive(state.config.seed, 0x70CE, n);
+    let kind = pick_fault(state, &knobs, Endpoint::Token, None, &mut rng)?;
+    lock(&state.stats).faults_injected += 1;
+    Some(match kind {
+        FaultKind::Status500 => entra_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable",
+            50001,
+            "The service is temporarily unavailable.",
+        ),
+        FaultKind::Status503 => {
+            let mut r = raw_response(StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+            r.headers_mut().remove(header::CONTENT_TYPE);
+            r
+        }
+        FaultKind::Status429 => throttled(1),
+        FaultKind::Hang => {
+            tokio::time::sleep(Duration::from_secs(knobs.hang_secs.unwrap_or(300))).await;
+            raw_response(StatusCode::GATEWAY_TIMEOUT, Vec::new())
+        }
+        FaultKind::Redirect => redirect_to_empty(),
+        _ => raw_response(
+            StatusCode::OK,
+            b"<html><body>sign-in page</body></html>".to_vec(),
+        ),
+    })
 }
 
 fn token_inner(
@@ -409,15 +445,7 @@ async fn respond(
     if let Some(limiter) = lock(&state.limiter).as_mut() {
         if let Err(wait) = limiter.try_acquire(state.epoch.elapsed()) {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let secs = secs.max(1);
-            let mut r = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &json!({"statusCode": 429, "message": format!("Rate limit is exceeded. Try again in {secs} seconds.")}),
-            );
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
+            return throttled(secs.max(1));
         }
     }
 
@@ -450,14 +478,25 @@ async fn respond(
                 );
             }
             FaultKind::MfaRequired => {}
+            FaultKind::Status429 => return throttled(1),
+            FaultKind::Redirect => return redirect_to_empty(),
             FaultKind::Bom => bom = true,
-            FaultKind::Truncated | FaultKind::Malformed => body_fault = Some(kind),
+            FaultKind::Truncated
+            | FaultKind::Malformed
+            | FaultKind::NoItems
+            | FaultKind::EmptyObject
+            | FaultKind::CountMismatch
+            | FaultKind::Duplicate
+            | FaultKind::Empty => body_fault = Some(kind),
         }
     }
 
     match produce(&caller) {
         Answer::Error(status, code, description) => pc_error(status, code, &description),
-        Answer::Ok(body) => {
+        Answer::Ok(mut body) => {
+            if let Some(kind) = body_fault {
+                reshape_collection(kind, &mut body);
+            }
             let mut bytes = Vec::new();
             if bom {
                 bytes.extend_from_slice("\u{feff}".as_bytes());
@@ -467,13 +506,81 @@ async fn respond(
                     let full = serde_json::to_vec(&body).unwrap_or_default();
                     bytes.extend_from_slice(&full[..full.len() / 2]);
                 }
-                Some(_) => bytes.extend_from_slice(
+                Some(FaultKind::Malformed) => bytes.extend_from_slice(
                     b"<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>",
                 ),
-                None => bytes.extend(serde_json::to_vec(&body).unwrap_or_default()),
+                _ => bytes.extend(serde_json::to_vec(&body).unwrap_or_default()),
             }
             raw_response(StatusCode::OK, bytes)
         }
+    }
+}
+
+/// Partner Center's throttling answer: 429, `Retry-After`, and its own body shape.
+fn throttled(secs: u64) -> Response {
+    let mut r = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"statusCode": 429, "message": format!("Rate limit is exceeded. Try again in {secs} seconds.")}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// A 302 to [`EMPTY_PAGE`], as a proxy or captive portal in the way would answer.
+fn redirect_to_empty() -> Response {
+    let mut r = raw_response(StatusCode::FOUND, Vec::new());
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(EMPTY_PAGE));
+    r
+}
+
+/// Where the `redirect` fault points: a 200 with an empty collection, no token needed.
+const EMPTY_PAGE: &str = "/_sim/empty";
+
+async fn empty_page(AxState(state): AxState<Shared>) -> Response {
+    record(&state, Endpoint::Other, StatusCode::OK);
+    json_response(
+        StatusCode::OK,
+        &json!({"totalCount": 0, "items": [], "attributes": {"objectType": "Collection"}}),
+    )
+}
+
+/// The collection faults that keep a 200: items gone, an empty object, a count that does not
+/// match, an item sent twice.
+fn reshape_collection(kind: FaultKind, body: &mut Value) {
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
+    match kind {
+        FaultKind::NoItems => {
+            obj.remove("items");
+            obj.insert("totalCount".into(), json!(0));
+        }
+        FaultKind::EmptyObject => obj.clear(),
+        FaultKind::Empty => {
+            obj.insert("items".into(), json!([]));
+            obj.insert("totalCount".into(), json!(0));
+            obj.remove("links");
+        }
+        FaultKind::CountMismatch => {
+            if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
+                let total = items.len().max(2);
+                items.truncate(1);
+                obj.insert("totalCount".into(), json!(total));
+            }
+        }
+        FaultKind::Duplicate => {
+            if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
+                if let Some(first) = items.first().cloned() {
+                    items.push(first);
+                }
+                let n = items.len();
+                obj.insert("totalCount".into(), json!(n));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -490,7 +597,12 @@ fn pick_fault(
     }
     let mut live = lock(&state.knobs);
     for rule in live.faults.iter_mut() {
-        if rule.endpoint.is_some_and(|e| e != endpoint)
+        // A rule without an endpoint is for the API; the token endpoint must be named.
+        let other_endpoint = match rule.endpoint {
+            Some(e) => e != endpoint,
+            None => endpoint == Endpoint::Token,
+        };
+        if other_endpoint
             || rule.customer_id.is_some_and(|c| Some(c) != customer)
             || rule.times == Some(0)
         {

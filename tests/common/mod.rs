@@ -9,6 +9,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use pcsync::pgserver::PgServer;
 
+#[cfg(feature = "simulator")]
+pub mod sim;
+
 fn server() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
     SERVER.get_or_init(|| match PgServer::find_or_start() {

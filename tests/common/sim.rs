@@ -1,0 +1,80 @@
+//! A simulator, a fresh database and a customer file, wired together for sync tests.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use pcsync::config::{Settings, Sources};
+use pcsync::simulator::{SimConfig, Simulator};
+use pcsync::sync::{self, PassReport, Trigger};
+use sqlx::PgPool;
+
+use super::TestDb;
+
+pub struct Setup {
+    pub db: TestDb,
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub csv: PathBuf,
+}
+
+pub async fn setup(config: SimConfig) -> Setup {
+    let db = TestDb::migrated().await;
+    let sim = Simulator::start(config).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv()).expect("csv");
+    Setup { db, sim, dir, csv }
+}
+
+/// The environment of a pass against the simulator: fast budget, two attempts per request.
+pub fn env(s: &Setup, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = s.sim.env_vars().into_iter().collect();
+    env.insert("PCSYNC__DATABASE__URL".into(), s.db.url.clone());
+    env.insert(
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        s.csv.to_string_lossy().to_string(),
+    );
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+        "100000".into(),
+    );
+    env.insert("PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(), "8".into());
+    env.insert("PCSYNC__PARTNER_CENTER__MAX_ATTEMPTS".into(), "2".into());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+pub fn settings(s: &Setup, extra: &[(&str, &str)]) -> Settings {
+    Settings::load(&Sources {
+        file: None,
+        env: env(s, extra),
+    })
+    .expect("valid settings")
+}
+
+/// One pass in this process, never stopped.
+pub async fn pass(s: &Setup, extra: &[(&str, &str)]) -> PassReport {
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    sync::run_pass(&settings(s, extra), &s.db.pool, Trigger::Test, stop)
+        .await
+        .expect("the pass runs")
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// `pcsync run --once` as a child process against the setup.
+pub fn pcsync_command(s: &Setup, extra: &[(&str, &str)]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"));
+    cmd.args(["run", "--once"])
+        .env_remove("DATABASE_URL")
+        .envs(env(s, extra))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
