@@ -16,10 +16,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use pcsync::config::{Settings, Sources};
-use pcsync::partner_center::{ManagedService, Subscription};
+use pcsync::partner_center::PartnerCenterClient;
 use pcsync::pgserver::PgServer;
 use pcsync::simulator::{Knobs, SEED_MPN_ID, SimConfig, Simulator};
 use pcsync::sync::customers::ListedCustomer;
+use pcsync::sync::diff::Scope;
 use pcsync::sync::{self, PassReport, Trigger, store};
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
@@ -290,7 +291,7 @@ impl Bench {
         let sim0 = self.sim.cpu();
         let cpu0 = cpu_seconds("/proc/self/stat") - sim0;
         let started = Instant::now();
-        let (_tx, stop) = tokio::sync::watch::channel(false);
+        let stop = tokio_util::sync::CancellationToken::new();
         let report = sync::run_pass(settings, &db.pool, Trigger::Benchmark, stop).await?;
         row.wall_s = started.elapsed().as_secs_f64();
         let sim1 = self.sim.cpu();
@@ -501,30 +502,41 @@ async fn rate_bound(bench: &Bench, requests: f64, factor: f64) -> Result<Row> {
 /// plain COPY of the same subscription rows into a table of the same shape.
 async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
     let ids = bench.sim.sim.customer_ids();
-    let mut data: Vec<store::Fetched> = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let Some(c) = bench.sim.sim.customer(*id) else {
-            continue;
-        };
-        let subs = c
-            .subscriptions
-            .into_iter()
-            .map(Subscription::from_json)
-            .collect::<Result<Vec<_>, _>>()?;
-        let services = c
-            .managed_services
-            .into_iter()
-            .map(ManagedService::from_json)
-            .collect::<Result<Vec<_>, _>>()?;
-        data.push(store::Fetched {
-            customer: *id,
-            attempt_started: chrono::Utc::now(),
-            subscriptions: subs,
-            services: Some(services),
-        });
+    let db = fresh_db(&bench.server).await?;
+    // Fetched beforehand through the real client (only its pager can vouch that a list is
+    // complete), all partners' subscriptions; the timing below covers the store alone.
+    let settings = bench.settings(&db, 1_000_000, CONCURRENCY)?;
+    let client = Arc::new(
+        PartnerCenterClient::new(
+            &settings.partner_center,
+            settings.auth.credentials()?,
+            None,
+            Uuid::new_v4(),
+        )
+        .await?,
+    );
+    let mut data: Vec<store::CustomerSnapshot> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(64) {
+        let mut fetches = tokio::task::JoinSet::new();
+        for id in chunk {
+            let (client, id) = (client.clone(), *id);
+            fetches.spawn(async move {
+                let subs = client.subscriptions(id, None).await?;
+                let services = client.managed_services(id).await?;
+                Ok::<_, pcsync::partner_center::ApiError>(store::CustomerSnapshot {
+                    customer: id,
+                    attempt_started: chrono::Utc::now(),
+                    scope: Scope::AllPartners,
+                    subscriptions: subs,
+                    services: Some(services),
+                })
+            });
+        }
+        while let Some(fetched) = fetches.join_next().await {
+            data.push(fetched??);
+        }
     }
     let total_subs: usize = data.iter().map(|d| d.subscriptions.len()).sum();
-    let db = fresh_db(&bench.server).await?;
     let listed: Vec<ListedCustomer> = ids
         .iter()
         .map(|id| ListedCustomer {
@@ -535,17 +547,19 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
             relationship: None,
         })
         .collect();
-    store::upsert_customers(&db.pool, "file", &listed).await?;
+    let mut conn = db.pool.acquire().await?;
+    store::upsert_customers(&mut conn, "file", &listed).await?;
     let run_id = Uuid::new_v4();
     sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger) VALUES ($1, 'benchmark')")
         .bind(run_id)
-        .execute(&db.pool)
+        .execute(&mut *conn)
         .await?;
     // As the sync's writer does: batches of up to 64 customers, one statement each.
     let started = Instant::now();
     for chunk in data.chunks(64) {
-        store::store_batch(&db.pool, run_id, chunk).await?;
+        store::store_batch(&mut conn, run_id, chunk).await?;
     }
+    drop(conn);
     let ours = started.elapsed().as_secs_f64();
 
     // COPY baseline: the same subscription rows, encoded beforehand, into a same-shaped table.

@@ -5,10 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, Sources};
-use std::sync::Arc;
-
 use crate::partner_center::{RefreshTokenStore, TokenProvider};
-use crate::shutdown::Signal;
+use crate::shutdown::{Shutdown, Signal};
 use crate::sync::{self, PassReport, RunStatus, SyncError, Trigger};
 use crate::{db, telemetry};
 
@@ -216,43 +214,46 @@ async fn migrate(settings: &Settings) -> Exit {
     }
 }
 
-/// Watches for SIGINT and SIGTERM: the first one sets `stop` (no new customer starts) and is
-/// remembered for the exit code.
-fn watch_signals() -> (
-    tokio::sync::watch::Receiver<bool>,
-    Arc<std::sync::Mutex<Option<Signal>>>,
-) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let seen = Arc::new(std::sync::Mutex::new(None));
-    let record = seen.clone();
-    tokio::spawn(async move {
-        let signal = crate::shutdown::signal().await;
-        tracing::warn!(
-            ?signal,
-            "stopping: no new customer starts; those in flight finish"
-        );
-        if let Ok(mut s) = record.lock() {
-            *s = Some(signal);
-        }
-        let _ = tx.send(true);
-    });
-    (rx, seen)
-}
-
-fn signal_exit(seen: &std::sync::Mutex<Option<Signal>>) -> Exit {
-    match seen.lock().ok().and_then(|s| *s) {
+/// The exit code for a process stopped by `signal` (130 for SIGINT, 143 for SIGTERM).
+fn signal_exit(signal: Option<Signal>) -> Exit {
+    match signal {
         Some(Signal::Terminate) => Exit::Terminated,
         _ => Exit::Interrupted,
     }
 }
 
 /// The exit code of a finished pass.
-pub fn pass_exit(report: &PassReport, seen: &std::sync::Mutex<Option<Signal>>) -> Exit {
+pub fn pass_exit(report: &PassReport, signal: Option<Signal>) -> Exit {
     match report.status {
         RunStatus::Succeeded => Exit::Ok,
         RunStatus::Partial => Exit::Partial,
         RunStatus::Failed => Exit::Fatal,
-        RunStatus::Interrupted => signal_exit(seen),
+        RunStatus::Interrupted => signal_exit(signal),
+    }
+}
+
+/// One pass that ends within `sync.shutdown_grace_secs` of a signal: `None` when it had to be
+/// left unfinished (its run is then closed as abandoned by the next pass).
+async fn bounded_pass(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    trigger: Trigger,
+    shutdown: &Shutdown,
+) -> Option<Result<PassReport, SyncError>> {
+    let grace = settings.sync.shutdown_grace;
+    let deadline = async {
+        shutdown.cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = sync::run_pass(settings, pool, trigger, shutdown.cancel.clone()) => Some(result),
+        _ = deadline => {
+            tracing::error!(
+                grace_secs = grace.as_secs(),
+                "the pass did not stop within sync.shutdown_grace_secs; exiting without closing its run (the next pass closes it as abandoned)"
+            );
+            None
+        }
     }
 }
 
@@ -268,47 +269,48 @@ async fn run(settings: &Settings, once: bool) -> Exit {
         tracing::error!(error = %e, "migration failed");
         return Exit::Fatal;
     }
-    let (stop, seen) = watch_signals();
+    let shutdown = Shutdown::listen();
     if once {
-        return match sync::run_pass(settings, &pool, Trigger::Once, stop).await {
-            Ok(report) => pass_exit(&report, &seen),
-            Err(SyncError::AlreadyRunning) => {
+        return match bounded_pass(settings, &pool, Trigger::Once, &shutdown).await {
+            None => signal_exit(shutdown.received()),
+            Some(Ok(report)) => pass_exit(&report, shutdown.received()),
+            Some(Err(SyncError::AlreadyRunning)) => {
                 tracing::error!("{}", SyncError::AlreadyRunning);
                 Exit::AlreadyRunning
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "the pass could not run");
                 Exit::Fatal
             }
         };
     }
-    let mut stop_wait = stop.clone();
     loop {
         let now = chrono::Utc::now();
         let Some(next) = settings.sync.schedule.next_after(now) else {
             tracing::info!(schedule = %settings.sync.schedule, "the schedule fires no more; exiting");
             return Exit::Ok;
         };
-        tracing::info!(next = %next.to_rfc3339(), schedule = %settings.sync.schedule, "waiting for the next pass");
+        tracing::info!(next = %next.to_rfc3339(), schedule = %settings.sync.schedule,
+            timezone = %settings.sync.timezone, "waiting for the next pass");
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop_wait.changed() => return signal_exit(&seen),
+            _ = shutdown.cancel.cancelled() => return signal_exit(shutdown.received()),
         }
         // Passes run one after another in this loop, so the worker never overlaps itself; a
         // pass longer than the interval skips the firings it covered.
-        match sync::run_pass(settings, &pool, Trigger::Schedule, stop.clone()).await {
-            Ok(report) if report.status == RunStatus::Interrupted => return signal_exit(&seen),
-            Ok(_) => {}
-            Err(SyncError::AlreadyRunning) => {
+        match bounded_pass(settings, &pool, Trigger::Schedule, &shutdown).await {
+            None => return signal_exit(shutdown.received()),
+            Some(Ok(_)) => {}
+            Some(Err(SyncError::AlreadyRunning)) => {
                 tracing::warn!("{}; skipping this firing", SyncError::AlreadyRunning)
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "the pass could not run; trying again at the next firing")
             }
         }
-        if *stop.borrow() {
-            return signal_exit(&seen);
+        if shutdown.cancel.is_cancelled() {
+            return signal_exit(shutdown.received());
         }
     }
 }
@@ -370,9 +372,7 @@ async fn check(sources: &Sources) -> Exit {
         Some(p) if db::schema_current(p).await => Some(RefreshTokenStore::new(p.clone())),
         _ => None,
     };
-    let http = reqwest::Client::builder()
-        .timeout(settings.partner_center.request_timeout)
-        .build();
+    let http = crate::partner_center::http_client(settings.partner_center.request_timeout, 1);
     let result = match http {
         Ok(http) => match TokenProvider::new(http, creds, store).await {
             Ok(provider) => provider.token().await.map(|_| provider.mode()),

@@ -197,7 +197,12 @@ pub struct CustomerSettings {
 
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
+    /// When passes start, read in `timezone`.
     pub schedule: CronSchedule,
+    /// The IANA time zone the schedule is read in (default UTC).
+    pub timezone: chrono_tz::Tz,
+    /// After SIGTERM/SIGINT, how long the pass may take to stop before pcsync exits anyway.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,11 +235,21 @@ struct RawSettings {
     log: RawLog,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
     max_connections: Option<String>,
+}
+
+// Hand-written: the URL may carry a password.
+impl fmt::Debug for RawDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawDatabase")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +300,8 @@ struct RawCustomers {
 #[serde(deny_unknown_fields)]
 struct RawSync {
     schedule: Option<String>,
+    timezone: Option<String>,
+    shutdown_grace_secs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,12 +311,24 @@ struct RawLog {
 }
 
 /// Where settings come from besides the compiled-in defaults.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Sources {
     /// `--config PATH`; when `None`, `PCSYNC_CONFIG` from `env` is used if set.
     pub file: Option<PathBuf>,
     /// The environment to read `PCSYNC__*`, `PCSYNC_CONFIG` and `DATABASE_URL` from.
     pub env: HashMap<String, String>,
+}
+
+// Hand-written: the environment holds secrets; only the variables' names are shown.
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.env.keys().collect();
+        names.sort();
+        f.debug_struct("Sources")
+            .field("file", &self.file)
+            .field("env_names", &names)
+            .finish()
+    }
 }
 
 impl Sources {
@@ -422,6 +451,8 @@ fn choice<T: Copy>(
         })
 }
 
+/// An `https` URL, or `http` to a loopback host (the simulator, a local proxy): a bearer
+/// token or a client secret never travels in clear over a network.
 fn http_url(key: &'static str, value: Option<String>) -> Result<Url, ConfigError> {
     let text = required(key, value, "an http(s) URL")?;
     let url = Url::parse(&text).map_err(|e| {
@@ -436,7 +467,24 @@ fn http_url(key: &'static str, value: Option<String>) -> Result<Url, ConfigError
             format!("expected an http(s) URL such as https://host, got {text:?}"),
         ));
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(invalid(
+            key,
+            format!(
+                "expected https: {text:?} would send credentials in clear; plain http is accepted for loopback hosts only (127.0.0.0/8, ::1, localhost)"
+            ),
+        ));
+    }
     Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A secret given inline or in a file (Docker and Kubernetes secrets), never both.
@@ -617,12 +665,21 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         page_size: number("customers.page_size", c.page_size, 1, 500, 500)?,
     };
 
+    let tz_text = non_empty(raw.sync.timezone).unwrap_or_else(|| "UTC".to_string());
+    let timezone: chrono_tz::Tz = tz_text.parse().map_err(|_| {
+        invalid(
+            "sync.timezone",
+            format!(
+                "expected an IANA time zone name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\", got {tz_text:?}"
+            ),
+        )
+    })?;
     let schedule_text = required(
         "sync.schedule",
         raw.sync.schedule,
         "a cron expression such as \"0 2 * * *\"",
     )?;
-    let schedule = CronSchedule::parse(&schedule_text).map_err(|e| {
+    let schedule = CronSchedule::parse(&schedule_text, timezone).map_err(|e| {
         invalid(
             "sync.schedule",
             format!(
@@ -630,6 +687,13 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             ),
         )
     })?;
+    let shutdown_grace = Duration::from_secs(number(
+        "sync.shutdown_grace_secs",
+        raw.sync.shutdown_grace_secs,
+        1,
+        3600,
+        8,
+    )?);
 
     let log = LogSettings {
         format: choice(
@@ -645,7 +709,11 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         partner_center,
         auth,
         customers,
-        sync: SyncSettings { schedule },
+        sync: SyncSettings {
+            schedule,
+            timezone,
+            shutdown_grace,
+        },
         log,
     })
 }

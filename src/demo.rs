@@ -94,7 +94,7 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
 
     let pool = db::connect(&settings.database).await?;
     db::migrate(&pool).await?;
-    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
 
     let first = sync::run_pass(&settings, &pool, Trigger::Demo, stop.clone()).await?;
     let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.subscriptions")

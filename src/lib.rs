@@ -13,7 +13,8 @@
 //! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
 //! - [`partner_center`]: the Partner Center client (auth, retries, throttling, paging, models).
 //! - [`pgserver`]: finding or starting a PostgreSQL server for tests and the demo.
-//! - [`ratelimit`]: the request budget arithmetic (GCRA) shared by client and simulator.
+//! - [`ratelimit`]: the request budget: GCRA arithmetic shared by client and simulator, and the
+//!   client's adaptive budget that slows down on 429.
 //! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
 //! - [`shutdown`]: SIGINT and SIGTERM.
 //! - [`sync`]: one pass: customer list, bounded fetch, change detection, per-customer store.

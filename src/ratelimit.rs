@@ -3,7 +3,7 @@
 //! is tested without sleeping. The simulator uses it to refuse (429 with Retry-After) and the
 //! client to wait before sending, so a healthy run never meets a 429.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct Gcra {
@@ -65,6 +65,90 @@ impl Gcra {
     /// burst credit left: what a 429 asks of everybody, not only the request that got it.
     pub fn pause(&mut self, now: Duration, pause: Duration) {
         self.tat = self.tat.max(now + pause + self.tolerance);
+    }
+}
+
+/// The client's shared request budget, adapting to what Partner Center says. A 429 pauses every request for Retry-After, lowers the rate by a
+/// fifth and remembers a ceiling just below the rate that was refused; successes bring the
+/// rate back up to that ceiling, and the ceiling creeps back to the configured rate slowly, in
+/// case the throttling was passing. 429s of one episode (requests already in flight) count once.
+pub struct AdaptiveBudget {
+    gcra: Gcra,
+    epoch: Instant,
+    configured: f64,
+    current: f64,
+    ceiling: f64,
+    successes: u32,
+    episode_until: Duration,
+}
+
+impl AdaptiveBudget {
+    pub fn new(requests_per_minute: u32) -> AdaptiveBudget {
+        // Up to a tenth of a second's worth of requests back to back, so a request that left
+        // late (a busy moment) does not lose its slot for good; at Partner Center's 500 a
+        // minute that is one request, i.e. strictly even spacing.
+        let burst = (requests_per_minute / 600).max(1);
+        AdaptiveBudget {
+            gcra: Gcra::new(requests_per_minute, Duration::from_secs(60), burst),
+            epoch: Instant::now(),
+            configured: f64::from(requests_per_minute),
+            current: f64::from(requests_per_minute),
+            ceiling: f64::from(requests_per_minute),
+            successes: 0,
+            episode_until: Duration::ZERO,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// The current sustained rate, per minute.
+    pub fn rate(&self) -> f64 {
+        self.current
+    }
+
+    fn set_rate(&mut self, per_minute: f64) {
+        self.current = per_minute;
+        self.gcra
+            .set_interval(Duration::from_secs_f64(60.0 / per_minute.max(0.1)));
+    }
+
+    /// A 429 asked for `pause`.
+    pub fn throttled(&mut self, pause: Duration) {
+        let now = self.now();
+        self.gcra.pause(now, pause);
+        if now < self.episode_until {
+            return;
+        }
+        let floor = self.configured * 0.1;
+        self.ceiling = (self.current * 0.95).max(floor);
+        self.set_rate((self.current * 0.8).max(floor));
+        self.successes = 0;
+        self.episode_until = now + pause + Duration::from_secs(1);
+    }
+
+    /// A request got its answer.
+    pub fn succeeded(&mut self) {
+        if self.current >= self.configured {
+            return;
+        }
+        self.successes += 1;
+        if self.successes % 20 == 0 && self.current < self.ceiling {
+            let raised = (self.current * 1.05).min(self.ceiling);
+            self.set_rate(raised);
+        }
+        if self.successes % 500 == 0 {
+            self.ceiling = (self.ceiling * 1.02).min(self.configured);
+        }
+    }
+}
+
+impl AdaptiveBudget {
+    /// Takes the next slot; how long to wait for it.
+    pub fn reserve_now(&mut self) -> Duration {
+        let now = self.now();
+        self.gcra.reserve(now)
     }
 }
 
@@ -142,5 +226,27 @@ mod tests {
         assert_eq!(g.reserve(now), Duration::from_secs(11));
         // Long after, requests flow again at once.
         assert_eq!(g.reserve(Duration::from_secs(100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_budget_slows_after_a_429_and_recovers() {
+        let mut b = AdaptiveBudget::new(600);
+        b.throttled(Duration::from_secs(2));
+        assert_eq!(b.current, 480.0);
+        // The other requests of the same episode pause too but cut the rate only once.
+        b.throttled(Duration::from_secs(2));
+        assert_eq!(b.current, 480.0);
+        let wait = b.reserve_now();
+        assert!(wait >= Duration::from_millis(1900), "{wait:?}");
+        // Back up to just below the refused rate first...
+        for _ in 0..200 {
+            b.succeeded();
+        }
+        assert_eq!(b.current, 570.0);
+        // ...then, slowly, to the configured rate.
+        for _ in 0..3000 {
+            b.succeeded();
+        }
+        assert_eq!(b.current, 600.0);
     }
 }

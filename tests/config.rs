@@ -416,7 +416,10 @@ fn crontab_day_ranges_through_sunday_are_accepted() {
 #[test]
 fn plain_http_is_refused_except_on_loopback() {
     for (key, var) in [
-        ("partner_center.base_url", "PCSYNC__PARTNER_CENTER__BASE_URL"),
+        (
+            "partner_center.base_url",
+            "PCSYNC__PARTNER_CENTER__BASE_URL",
+        ),
         ("auth.authority", "PCSYNC__AUTH__AUTHORITY"),
     ] {
         let msg = error_of(load(None, &[(var, "http://api.partnercenter.example.com")]));
@@ -442,12 +445,18 @@ fn the_sources_and_raw_values_hide_secrets_in_debug_output() {
         env: env(&[
             ("PCSYNC__AUTH__CLIENT_SECRET", "CLIENT-SECRET-VALUE"),
             ("DATABASE_URL", "postgres://app:DB-PASSWORD@db:5432/pcsync"),
-            ("PCSYNC__NOTIFY__WEBHOOK_URL", "https://hooks.example/SECRET-PATH"),
+            (
+                "PCSYNC__NOTIFY__WEBHOOK_URL",
+                "https://hooks.example/SECRET-PATH",
+            ),
         ]),
     };
     let shown = format!("{sources:?}");
     for secret in ["CLIENT-SECRET-VALUE", "DB-PASSWORD", "SECRET-PATH"] {
         assert!(!shown.contains(secret), "{secret} leaked in {shown}");
     }
-    assert!(shown.contains("PCSYNC__AUTH__CLIENT_SECRET"), "names are kept: {shown}");
+    assert!(
+        shown.contains("PCSYNC__AUTH__CLIENT_SECRET"),
+        "names are kept: {shown}"
+    );
 }

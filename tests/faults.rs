@@ -14,6 +14,7 @@ use pcsync::simulator::{
 };
 use pcsync::sync::RunStatus;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 async fn synced(customers: u32) -> Setup {
@@ -102,7 +103,10 @@ async fn an_answer_that_is_not_a_complete_list_removes_nothing() {
     let mut before = Vec::new();
     for (id, _, _) in &faulted {
         before.push(holdings(&s, *id).await);
-        assert!(before.last().is_some_and(|h| h.0 >= 2), "{id} has subscriptions");
+        assert!(
+            before.last().is_some_and(|h| h.0 >= 2),
+            "{id} has subscriptions"
+        );
     }
     s.sim.set_knobs(Knobs {
         faults: faulted
@@ -121,8 +125,15 @@ async fn an_answer_that_is_not_a_complete_list_removes_nothing() {
     assert_eq!(report.customers_succeeded, 4);
     assert_eq!(report.changes, 0, "no event at all");
     for ((id, kind, says), was) in faulted.iter().zip(before) {
-        assert_eq!(holdings(&s, *id).await, was, "{kind:?}: stored rows untouched");
-        assert!(events_of(&s, report.run_id, *id).await.is_empty(), "{kind:?}");
+        assert_eq!(
+            holdings(&s, *id).await,
+            was,
+            "{kind:?}: stored rows untouched"
+        );
+        assert!(
+            events_of(&s, report.run_id, *id).await.is_empty(),
+            "{kind:?}"
+        );
         let (status, error, errors) = last_error(&s, *id).await;
         assert_eq!(status, "failed", "{kind:?}");
         assert_eq!(errors, 1, "{kind:?}: one sync_errors row");
@@ -156,7 +167,10 @@ async fn a_new_partner_filter_untracks_instead_of_removing() {
         "SELECT count(*) FROM pcsync.change_events WHERE kind = 'removed'",
     )
     .await;
-    assert_eq!(removed, 0, "Partner Center still has them: nothing was removed");
+    assert_eq!(
+        removed, 0,
+        "Partner Center still has them: nothing was removed"
+    );
     let untracked = count(
         &s.db.pool,
         &format!(
@@ -165,7 +179,10 @@ async fn a_new_partner_filter_untracks_instead_of_removing() {
         ),
     )
     .await;
-    assert_eq!(untracked, tracked_before, "every seed-partner row is untracked");
+    assert_eq!(
+        untracked, tracked_before,
+        "every seed-partner row is untracked"
+    );
     let untracked_events = count(
         &s.db.pool,
         "SELECT count(*) FROM pcsync.change_events WHERE kind = 'untracked'",
@@ -201,10 +218,12 @@ async fn a_new_partner_filter_untracks_instead_of_removing() {
         .sum();
     assert_eq!(other_rows as usize, want);
 
-    // Back to the first filter: the rows are tracked again, and still nothing was removed.
+    // Back to the first filter: the rows are tracked again, the other partner's untracked,
+    // and still nothing was removed or added.
     let csv = std::fs::read_to_string(&s.csv).expect("csv");
     std::fs::write(&s.csv, csv.replace(other, SEED_MPN_ID)).expect("csv");
-    pass(&s, &[]).await;
+    let back = pass(&s, &[]).await;
+    assert_eq!(back.status, RunStatus::Succeeded);
     let still_untracked = count(
         &s.db.pool,
         &format!(
@@ -213,13 +232,19 @@ async fn a_new_partner_filter_untracks_instead_of_removing() {
     )
     .await;
     assert_eq!(still_untracked, 0);
+    let kinds: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT kind, count(*) FROM pcsync.change_events WHERE run_id = $1 GROUP BY kind ORDER BY kind",
+    )
+    .bind(back.run_id)
+    .fetch_all(&s.db.pool)
+    .await
+    .expect("kinds");
     assert_eq!(
-        count(
-            &s.db.pool,
-            "SELECT count(*) FROM pcsync.change_events WHERE kind IN ('removed', 'added') AND run_id <> (SELECT run_id FROM pcsync.sync_runs ORDER BY started_at LIMIT 1)"
-        )
-        .await,
-        0
+        kinds,
+        vec![
+            ("tracked".to_string(), tracked_before),
+            ("untracked".to_string(), other_rows)
+        ]
     );
 }
 
@@ -246,7 +271,10 @@ async fn sigterm_while_partner_center_hangs_exits_within_the_grace_period() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(s.sim.stats().faults_injected > 0, "requests reached the simulator");
+    assert!(
+        s.sim.stats().faults_injected > 0,
+        "requests reached the simulator"
+    );
     let sent = Instant::now();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -259,7 +287,10 @@ async fn sigterm_while_partner_center_hangs_exits_within_the_grace_period() {
         .expect("pcsync ended within 30 s of SIGTERM")
         .expect("ends");
     let took = sent.elapsed();
-    assert!(took < Duration::from_secs(10), "ended {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(10),
+        "ended {took:?} after SIGTERM"
+    );
     assert_eq!(
         out.status.code(),
         Some(143),
@@ -360,9 +391,9 @@ async fn a_pass_that_loses_its_lock_stops_writing() {
     .await;
     let settings = common::sim::settings(&s, &[("PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY", "2")]);
     let pool = s.db.pool.clone();
-    let (_tx, stop) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(async move {
-        pcsync::sync::run_pass(&settings, &pool, pcsync::sync::Trigger::Test, stop).await
+        let never = CancellationToken::new();
+        pcsync::sync::run_pass(&settings, &pool, pcsync::sync::Trigger::Test, never).await
     });
     // Wait for some customers to be stored, then end the session that holds the lock.
     for _ in 0..100 {
@@ -506,7 +537,11 @@ async fn a_mass_removal_needs_two_answers_that_agree() {
     });
     let report = pass(&s, &[]).await;
     assert_eq!(second_looks(&s, report.run_id).await, 1, "{report:?}");
-    assert_eq!(holdings(&s, flaky).await, before, "the second answer disagreed");
+    assert_eq!(
+        holdings(&s, flaky).await,
+        before,
+        "the second answer disagreed"
+    );
     let (status, error, _) = last_error(&s, flaky).await;
     assert_eq!(status, "failed");
     assert!(error.is_some_and(|e| e.contains("second")));
@@ -515,7 +550,11 @@ async fn a_mass_removal_needs_two_answers_that_agree() {
     // A real mass removal: both answers agree, the removals are applied.
     let gone = ids[2];
     let c = s.sim.customer(gone).expect("customer");
-    for sub in c.subscriptions.iter().filter(|x| x["partnerId"] == SEED_MPN_ID) {
+    for sub in c
+        .subscriptions
+        .iter()
+        .filter(|x| x["partnerId"] == SEED_MPN_ID)
+    {
         s.sim
             .apply(Change::RemoveSubscription {
                 customer_id: gone,

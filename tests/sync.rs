@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::sim::{count, env, pass, pcsync_command, setup};
 use pcsync::partner_center::{ManagedService, Subscription};
 use pcsync::simulator::{Change, FaultKind, FaultRule, Knobs, SimConfig, Simulator};
-use pcsync::sync::diff::Entity;
 use pcsync::sync::RunStatus;
+use pcsync::sync::diff::Entity;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -507,7 +507,7 @@ async fn failing_customers_keep_their_data_and_the_others_go_on() {
     assert_eq!(report.status, RunStatus::Partial);
     assert_eq!(report.customers_failed, 4);
     assert_eq!(report.customers_succeeded, 8);
-    let exit = pcsync::cli::pass_exit(&report, &std::sync::Mutex::new(None));
+    let exit = pcsync::cli::pass_exit(&report, None);
     assert_eq!(exit as i32, 2);
 
     for (i, id) in ids[2..5].iter().enumerate() {

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use super::retry::{self, Backoff};
 use crate::config::{AuthMode, Credentials, TokenVersion};
 
 /// Partner Center's resource (v1) and scope root (v2).
@@ -141,6 +142,9 @@ pub struct TokenProvider {
     store: Option<RefreshTokenStore>,
     state: tokio::sync::Mutex<State>,
     requests: AtomicU64,
+    /// Attempts per token request for timeouts, connection errors, 5xx and 429.
+    max_attempts: u32,
+    backoff: Backoff,
 }
 
 impl TokenProvider {
@@ -177,7 +181,21 @@ impl TokenProvider {
                 seed_fingerprint,
             }),
             requests: AtomicU64::new(0),
+            max_attempts: 1,
+            backoff: Backoff::default(),
         })
+    }
+
+    /// Retries transient failures of the token endpoint (timeouts, connection errors, 5xx,
+    /// 429 after its Retry-After) up to `max_attempts` attempts in all, like any request.
+    pub fn retrying(mut self, max_attempts: u32, backoff: Backoff) -> TokenProvider {
+        self.max_attempts = max_attempts.max(1);
+        self.backoff = backoff;
+        self
+    }
+
+    pub(crate) fn set_backoff(&mut self, backoff: Backoff) {
+        self.backoff = backoff;
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -253,29 +271,30 @@ impl TokenProvider {
             TokenVersion::V1 => form.push(("resource", RESOURCE)),
             TokenVersion::V2 => form.push(("scope", v2_scope.as_str())),
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let response = self
-            .http
-            .post(&url)
-            .header("Accept", "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| AuthError::Unreachable {
-                url: url.clone(),
-                reason: super::transport_reason(&e),
-            })?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| AuthError::Unreachable {
-            url: url.clone(),
-            reason: super::transport_reason(&e),
-        })?;
-        let json: Value =
-            serde_json::from_slice(super::models::strip_bom(&body)).unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(classify_token_error(status.as_u16(), &json));
-        }
+        let mut attempt = 0;
+        let json = loop {
+            attempt += 1;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let (pause, failure) = match self.exchange(&url, &form).await {
+                Exchange::Token(json) => break json,
+                Exchange::Refused(e) => return Err(e),
+                Exchange::Transient {
+                    retry_after,
+                    failure,
+                } => (
+                    retry_after
+                        .unwrap_or_else(|| self.backoff.delay(attempt, retry::random_unit())),
+                    failure,
+                ),
+            };
+            if attempt >= self.max_attempts {
+                return Err(failure);
+            }
+            tracing::warn!(attempt, error = %failure, retry_in_ms = pause.as_millis() as u64,
+                "the token endpoint failed; retrying");
+            tokio::time::sleep(pause).await;
+        };
         let access = json
             .get("access_token")
             .and_then(Value::as_str)
@@ -294,19 +313,26 @@ impl TokenProvider {
         if let Some(rotated) = json.get("refresh_token").and_then(Value::as_str) {
             if !rotated.is_empty() {
                 let rotated = SecretString::from(rotated.to_string());
-                if let Some(store) = &self.store {
-                    if let Err(e) = store
-                        .save(
-                            &self.creds.tenant_id,
-                            &self.creds.client_id,
-                            &rotated,
-                            &state.seed_fingerprint,
-                        )
-                        .await
-                    {
+                if let Some(store) = self.store.clone() {
+                    // In a task of its own: a caller cancelled now (SIGTERM) must not lose the
+                    // only valid refresh token between receiving and storing it.
+                    let (tenant, client) =
+                        (self.creds.tenant_id.clone(), self.creds.client_id.clone());
+                    let (token, seed) = (rotated.clone(), state.seed_fingerprint.clone());
+                    let saved =
+                        tokio::spawn(
+                            async move { store.save(&tenant, &client, &token, &seed).await },
+                        );
+                    match saved.await {
+                        Ok(Ok(())) => {}
                         // The chain goes on in memory; the next start may need a new consent
                         // if this keeps failing for 90 days.
-                        tracing::error!(error = %e, "could not store the rotated refresh token");
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "could not store the rotated refresh token")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not store the rotated refresh token")
+                        }
                     }
                 }
                 state.refresh = Some(rotated);
@@ -321,6 +347,64 @@ impl TokenProvider {
             value: SecretString::from(access.to_string()),
             refresh_at: started + lifetime.saturating_sub(margin),
         })
+    }
+}
+
+/// What one exchange at the token endpoint gave.
+enum Exchange {
+    Token(Value),
+    /// Entra ID said no (bad secret, expired grant, unknown app): retrying cannot help.
+    Refused(AuthError),
+    /// A timeout, a failed connection, a 5xx, a 429: worth another attempt.
+    Transient {
+        retry_after: Option<Duration>,
+        failure: AuthError,
+    },
+}
+
+impl TokenProvider {
+    async fn exchange(&self, url: &str, form: &[(&str, &str)]) -> Exchange {
+        let unreachable = |e: reqwest::Error| Exchange::Transient {
+            retry_after: None,
+            failure: AuthError::Unreachable {
+                url: url.to_string(),
+                reason: super::transport_reason(&e),
+            },
+        };
+        let response = match self
+            .http
+            .post(url)
+            .header("Accept", "application/json")
+            .form(form)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return unreachable(e),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now()));
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return unreachable(e),
+        };
+        let json: Value =
+            serde_json::from_slice(super::models::strip_bom(&body)).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Exchange::Token(json);
+        }
+        let failure = classify_token_error(status.as_u16(), &json);
+        match super::error::verdict(status.as_u16(), "") {
+            super::Verdict::Retry => Exchange::Transient {
+                retry_after,
+                failure,
+            },
+            _ => Exchange::Refused(failure),
+        }
     }
 }
 

@@ -71,9 +71,21 @@ pub enum ApiError {
     /// The connection failed on every attempt (DNS, TCP, TLS).
     #[error("cannot reach Partner Center: {0}")]
     Connection(Box<Context>),
-    /// A 2xx whose body is not the JSON expected.
+    /// A 2xx whose body is not the JSON expected, or holds a value of the wrong type.
     #[error("unreadable answer (not the JSON expected): {0}")]
     Decode(Box<Context>),
+    /// A 2xx that does not prove it is the whole collection: no `items` array, or fewer or
+    /// more items than its `totalCount`. Never read as "everything else was removed".
+    #[error("incomplete answer, not taken as the customer's full list: {0}")]
+    Incomplete(Box<Context>),
+    /// A 3xx: pcsync follows no redirects (a proxy or portal in the way, or a moved API).
+    #[error(
+        "redirected (HTTP 3xx) instead of answered; pcsync follows no redirects: check partner_center.base_url and any proxy in between: {0}"
+    )]
+    Redirected(Box<Context>),
+    /// The pass is stopping (SIGTERM/SIGINT): the request was abandoned, nothing is known.
+    #[error("cancelled: pcsync is stopping")]
+    Cancelled,
     /// 401 after a fresh token, or a token that could not be had: the whole run stops.
     #[error(transparent)]
     Auth(#[from] super::auth::AuthError),
@@ -94,8 +106,10 @@ impl ApiError {
             | ApiError::Server(c)
             | ApiError::Timeout(c)
             | ApiError::Connection(c)
-            | ApiError::Decode(c) => Some(c),
-            ApiError::Auth(_) | ApiError::InvalidInput(_) => None,
+            | ApiError::Decode(c)
+            | ApiError::Incomplete(c)
+            | ApiError::Redirected(c) => Some(c),
+            ApiError::Auth(_) | ApiError::InvalidInput(_) | ApiError::Cancelled => None,
         }
     }
 
@@ -103,6 +117,32 @@ impl ApiError {
     /// stops instead of failing every customer one by one.
     pub fn is_fatal(&self) -> bool {
         matches!(self, ApiError::Auth(_))
+    }
+}
+
+/// What to do with an HTTP answer, from its status and Partner Center's error code alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A 2xx: read the body.
+    Answer,
+    /// Transient (408, 429, 500, 502, 503, 504): the same request again, after a pause.
+    Retry,
+    /// 401 without a more specific code: a fresh token, then once more.
+    Reauthenticate,
+    /// No customer can succeed (MFA required, wrong audience): the pass stops.
+    Fatal,
+    /// This request will not succeed as it stands (3xx, 4xx, other 5xx): the customer's error.
+    CustomerError,
+}
+
+/// The pure decision behind every answer; the client maps it to waits and error variants.
+pub fn verdict(status: u16, code: &str) -> Verdict {
+    match status {
+        200..=299 => Verdict::Answer,
+        401 if code == "900421" || code == "900420" => Verdict::Fatal,
+        401 => Verdict::Reauthenticate,
+        408 | 429 | 500 | 502 | 503 | 504 => Verdict::Retry,
+        _ => Verdict::CustomerError,
     }
 }
 
@@ -131,6 +171,39 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_answer_has_one_verdict() {
+        use Verdict::*;
+        let table: &[(u16, &str, Verdict)] = &[
+            (200, "", Answer),
+            (204, "", Answer),
+            (301, "", CustomerError),
+            (302, "", CustomerError),
+            (307, "", CustomerError),
+            (400, "900118", CustomerError),
+            (400, "", CustomerError),
+            (401, "", Reauthenticate),
+            (401, "900401", Reauthenticate),
+            (401, "900421", Fatal),
+            (401, "900420", Fatal),
+            (403, "20002", CustomerError),
+            (403, "900403", CustomerError),
+            (404, "1000", CustomerError),
+            (408, "", Retry),
+            (409, "", CustomerError),
+            (429, "429", Retry),
+            (500, "", Retry),
+            (501, "", CustomerError),
+            (502, "", Retry),
+            (503, "", Retry),
+            (504, "", Retry),
+            (505, "", CustomerError),
+        ];
+        for (status, code, want) in table {
+            assert_eq!(verdict(*status, code), *want, "{status} {code:?}");
+        }
+    }
 
     #[test]
     fn error_bodies_parse_in_every_shape() {

@@ -5,14 +5,19 @@
 //! - [`error`]: errors a caller acts on (not found, access revoked, throttled, ...).
 //! - [`retry`]: backoff and Retry-After arithmetic.
 //!
+//! - [`paging`]: one pager for every collection, and [`Complete`], the proof it was read whole.
+//!
 //! Each request: a permit of `max_concurrency`, a slot of the shared rate budget, the headers
-//! Partner Center asks for, then retries for timeouts, connection errors and 5xx (backoff with
-//! full jitter), 429 (at least Retry-After, and the budget slows for everyone), one token
-//! refresh on 401. 400/403/404 are not retried.
+//! Partner Center asks for, then what [`error::verdict`] says of the answer: retries for
+//! timeouts, connection errors and 5xx (backoff with full jitter), 429 (at least Retry-After,
+//! and the budget slows for everyone), one token refresh on 401; 3xx (no redirect is
+//! followed), 400/403/404 are the customer's error. Every wait and every request ends at once
+//! when the client's cancellation token fires (SIGTERM).
 
 pub mod auth;
 pub mod error;
 pub mod models;
+pub mod paging;
 pub mod retry;
 
 use std::sync::Arc;
@@ -22,20 +27,35 @@ use std::time::{Duration, Instant};
 use reqwest::{StatusCode, Url};
 use secrecy::ExposeSecret;
 use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use auth::{AuthError, RefreshTokenStore, TokenProvider};
-pub use error::{ApiError, Context};
+pub use error::{ApiError, Context, Verdict};
 pub use models::{Customer, ManagedService, Subscription};
+pub use paging::{Complete, CustomerPager};
 
 use crate::config::{Credentials, PartnerCenterSettings, is_mpn_id};
-use crate::ratelimit::Gcra;
+use crate::ratelimit::AdaptiveBudget;
 
 /// Sent as `MS-PartnerCenter-Application`.
 pub const APPLICATION: &str = concat!("pcsync/", env!("CARGO_PKG_VERSION"));
 
-/// A collection is not expected to have more pages than this; more means a paging loop.
-const MAX_PAGES: u32 = 10_000;
+/// The HTTP client for Partner Center and Entra ID: the timeouts asked for, no redirects (a
+/// 3xx is an answer to report, and a bearer token or client secret must never follow one),
+/// and the system's trust store besides the built-in roots (a corporate TLS proxy works).
+pub(crate) fn http_client(
+    timeout: Duration,
+    idle_per_host: usize,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(30)))
+        .pool_max_idle_per_host(idle_per_host)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(APPLICATION)
+        .build()
+}
 
 /// What the transport said, without anything from the request (URLs carry no secrets here,
 /// but reqwest's messages are kept short and free of bodies anyway).
@@ -62,75 +82,6 @@ pub struct Counters {
     pub requests: u64,
     pub throttled: u64,
     pub retries: u64,
-}
-
-/// The shared rate budget. A 429 pauses every request for Retry-After, lowers the rate by a
-/// fifth and remembers a ceiling just below the rate that was refused; successes bring the
-/// rate back up to that ceiling, and the ceiling creeps back to the configured rate slowly, in
-/// case the throttling was passing. 429s of one episode (requests already in flight) count once.
-struct Budget {
-    gcra: Gcra,
-    epoch: Instant,
-    configured: f64,
-    current: f64,
-    ceiling: f64,
-    successes: u32,
-    episode_until: Duration,
-}
-
-impl Budget {
-    fn new(requests_per_minute: u32) -> Budget {
-        // Up to a tenth of a second's worth of requests back to back, so a request that left
-        // late (a busy moment) does not lose its slot for good; at Partner Center's 500 a
-        // minute that is one request, i.e. strictly even spacing.
-        let burst = (requests_per_minute / 600).max(1);
-        Budget {
-            gcra: Gcra::new(requests_per_minute, Duration::from_secs(60), burst),
-            epoch: Instant::now(),
-            configured: f64::from(requests_per_minute),
-            current: f64::from(requests_per_minute),
-            ceiling: f64::from(requests_per_minute),
-            successes: 0,
-            episode_until: Duration::ZERO,
-        }
-    }
-
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    fn set_rate(&mut self, per_minute: f64) {
-        self.current = per_minute;
-        self.gcra
-            .set_interval(Duration::from_secs_f64(60.0 / per_minute.max(0.1)));
-    }
-
-    fn throttled(&mut self, pause: Duration) {
-        let now = self.now();
-        self.gcra.pause(now, pause);
-        if now < self.episode_until {
-            return;
-        }
-        let floor = self.configured * 0.1;
-        self.ceiling = (self.current * 0.95).max(floor);
-        self.set_rate((self.current * 0.8).max(floor));
-        self.successes = 0;
-        self.episode_until = now + pause + Duration::from_secs(1);
-    }
-
-    fn succeeded(&mut self) {
-        if self.current >= self.configured {
-            return;
-        }
-        self.successes += 1;
-        if self.successes % 20 == 0 && self.current < self.ceiling {
-            let raised = (self.current * 1.05).min(self.ceiling);
-            self.set_rate(raised);
-        }
-        if self.successes % 500 == 0 {
-            self.ceiling = (self.ceiling * 1.02).min(self.configured);
-        }
-    }
 }
 
 /// Resolves `links.next.uri` against the API root. The uri is relative and may or may not
@@ -161,7 +112,7 @@ pub struct PartnerCenterClient {
     http: reqwest::Client,
     base: Url,
     tokens: Arc<TokenProvider>,
-    budget: Mutex<Budget>,
+    budget: Mutex<AdaptiveBudget>,
     permits: Semaphore,
     correlation_id: Uuid,
     max_attempts: u32,
@@ -169,6 +120,7 @@ pub struct PartnerCenterClient {
     requests: AtomicU64,
     throttled: AtomicU64,
     retries: AtomicU64,
+    cancel: CancellationToken,
 }
 
 impl PartnerCenterClient {
@@ -179,19 +131,16 @@ impl PartnerCenterClient {
         store: Option<RefreshTokenStore>,
         correlation_id: Uuid,
     ) -> Result<PartnerCenterClient, AuthError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(30)))
-            .pool_max_idle_per_host(settings.max_concurrency)
-            .user_agent(APPLICATION)
-            .build()
+        let http = http_client(settings.request_timeout, settings.max_concurrency)
             .map_err(|e| AuthError::Endpoint(format!("cannot build the HTTP client: {e}")))?;
-        let tokens = Arc::new(TokenProvider::new(http.clone(), creds, store).await?);
+        let tokens = TokenProvider::new(http.clone(), creds, store)
+            .await?
+            .retrying(settings.max_attempts, retry::Backoff::default());
         Ok(PartnerCenterClient {
             http,
             base: settings.base_url.clone(),
-            tokens,
-            budget: Mutex::new(Budget::new(settings.requests_per_minute)),
+            tokens: Arc::new(tokens),
+            budget: Mutex::new(AdaptiveBudget::new(settings.requests_per_minute)),
             permits: Semaphore::new(settings.max_concurrency),
             correlation_id,
             max_attempts: settings.max_attempts.max(1),
@@ -199,13 +148,33 @@ impl PartnerCenterClient {
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
         })
     }
 
-    /// Shorter backoff, for tests that exercise retries.
+    /// Shorter backoff (for the token endpoint too), for tests that exercise retries.
     pub fn with_backoff(mut self, backoff: retry::Backoff) -> PartnerCenterClient {
         self.backoff = backoff;
+        if let Some(tokens) = Arc::get_mut(&mut self.tokens) {
+            tokens.set_backoff(backoff);
+        }
         self
+    }
+
+    /// When `cancel` fires, every request, retry pause and Retry-After wait of this client
+    /// ends at once with [`ApiError::Cancelled`].
+    pub fn cancelled_by(mut self, cancel: CancellationToken) -> PartnerCenterClient {
+        self.cancel = cancel;
+        self
+    }
+
+    /// A token now (bad credentials show here, before any customer), unless cancelled.
+    pub async fn authenticate(&self) -> Result<(), ApiError> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(ApiError::Cancelled),
+            t = self.tokens.token() => t.map(|_| ()).map_err(ApiError::from),
+        }
     }
 
     pub fn correlation_id(&self) -> Uuid {
@@ -230,12 +199,13 @@ impl PartnerCenterClient {
             .map_err(|e| ApiError::InvalidInput(format!("cannot build a URL for {path}: {e}")))
     }
 
-    /// A customer's subscriptions from partner `mpn_id`, or from every partner when `None`.
+    /// A customer's subscriptions from partner `mpn_id`, or from every partner when `None`,
+    /// proven complete.
     pub async fn subscriptions(
         &self,
         customer: Uuid,
         mpn_id: Option<&str>,
-    ) -> Result<Vec<Subscription>, ApiError> {
+    ) -> Result<Complete<Subscription>, ApiError> {
         let mut url = self.url(&format!("/v1/customers/{customer}/subscriptions"))?;
         if let Some(mpn) = mpn_id {
             if !is_mpn_id(mpn) {
@@ -246,67 +216,50 @@ impl PartnerCenterClient {
             url.query_pairs_mut().append_pair("mpn_id", mpn);
         }
         let op = format!("GET /v1/customers/{customer}/subscriptions");
-        let items = self.collection(url, &op).await?;
-        items
-            .into_iter()
-            .map(|m| Subscription::from_json(m).map_err(|e| self.decode_error(&op, e)))
+        paging::Pager::new(self, url, op.clone())
             .collect()
+            .await?
+            .try_map(|m| Subscription::from_json(m).map_err(|e| self.decode_error(&op, e)))
     }
 
-    /// A customer's managed services (App+User tokens only).
-    pub async fn managed_services(&self, customer: Uuid) -> Result<Vec<ManagedService>, ApiError> {
+    /// A customer's managed services (App+User tokens only), proven complete.
+    pub async fn managed_services(
+        &self,
+        customer: Uuid,
+    ) -> Result<Complete<ManagedService>, ApiError> {
         let url = self.url(&format!("/v1/customers/{customer}/managedservices"))?;
         let op = format!("GET /v1/customers/{customer}/managedservices");
-        let items = self.collection(url, &op).await?;
-        items
-            .into_iter()
-            .map(|m| ManagedService::from_json(m).map_err(|e| self.decode_error(&op, e)))
+        paging::Pager::new(self, url, op.clone())
             .collect()
+            .await?
+            .try_map(|m| ManagedService::from_json(m).map_err(|e| self.decode_error(&op, e)))
     }
 
     /// The customer list, page by page.
     pub fn customers(&self, page_size: u32) -> CustomerPager<'_> {
-        let first = self.url(&format!("/v1/customers?size={}", page_size.clamp(1, 500)));
+        let first = self
+            .url(&format!("/v1/customers?size={}", page_size.clamp(1, 500)))
+            .unwrap_or_else(|_| self.base.clone());
         CustomerPager {
-            client: self,
-            next: Some(first.map(|u| (u, Vec::new()))),
-            pages: 0,
-            seen: Vec::new(),
+            pager: paging::Pager::new(self, first, "GET /v1/customers".to_string()),
         }
+    }
+
+    fn context(&self, op: &str, description: String) -> Box<Context> {
+        Box::new(Context {
+            operation: op.to_string(),
+            description: Some(description),
+            correlation_id: self.correlation_id.to_string(),
+            ..Context::default()
+        })
     }
 
     fn decode_error(&self, op: &str, e: models::ParseError) -> ApiError {
-        ApiError::Decode(Box::new(Context {
-            operation: op.to_string(),
-            description: Some(e.0),
-            correlation_id: self.correlation_id.to_string(),
-            ..Context::default()
-        }))
+        ApiError::Decode(self.context(op, e.0))
     }
 
-    /// Every item of a collection, following `links.next` should it appear.
-    async fn collection(
-        &self,
-        first: Url,
-        op: &str,
-    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ApiError> {
-        let mut items = Vec::new();
-        let mut next = Some((first, Vec::new()));
-        let mut pages = 0;
-        while let Some((url, headers)) = next.take() {
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(self.decode_error(op, models::ParseError("too many pages".into())));
-            }
-            let page = self.get_page(&url, &headers, op).await?;
-            items.extend(page.items);
-            if let Some(link) = page.next {
-                let url = resolve_next(&self.base, &link.uri)
-                    .map_err(|e| self.decode_error(op, models::ParseError(e)))?;
-                next = Some((url, link.headers));
-            }
-        }
-        Ok(items)
+    fn incomplete(&self, op: &str, why: String) -> ApiError {
+        ApiError::Incomplete(self.context(op, why))
     }
 
     async fn get_page(
@@ -317,15 +270,35 @@ impl PartnerCenterClient {
     ) -> Result<models::Page, ApiError> {
         let (body, ctx) = self.get(url, headers, op).await?;
         models::parse_page(&body).map_err(|e| {
-            ApiError::Decode(Box::new(Context {
-                description: Some(e.0),
+            let incomplete = matches!(e, models::PageError::Incomplete(_));
+            let ctx = Box::new(Context {
+                description: Some(e.to_string()),
                 ..ctx
-            }))
+            });
+            if incomplete {
+                ApiError::Incomplete(ctx)
+            } else {
+                ApiError::Decode(ctx)
+            }
         })
     }
 
-    /// One logical GET with its retries; the body of the first 2xx.
+    /// One logical GET with its retries; the body of the first 2xx. Ends at once with
+    /// [`ApiError::Cancelled`] when the client is cancelled.
     async fn get(
+        &self,
+        url: &Url,
+        extra_headers: &[(String, String)],
+        op: &str,
+    ) -> Result<(Vec<u8>, Context), ApiError> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(ApiError::Cancelled),
+            r = self.get_with_retries(url, extra_headers, op) => r,
+        }
+    }
+
+    async fn get_with_retries(
         &self,
         url: &Url,
         extra_headers: &[(String, String)],
@@ -348,7 +321,7 @@ impl PartnerCenterClient {
                 .permits
                 .acquire()
                 .await
-                .map_err(|_| ApiError::InvalidInput("the client is shutting down".into()))?;
+                .map_err(|_| ApiError::Cancelled)?;
             let wait = self.budget.lock().await.reserve_now();
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -408,24 +381,24 @@ impl PartnerCenterClient {
             ctx.http_status = Some(status.as_u16());
             tracing::debug!(op, status = status.as_u16(), attempt, request_id = %request_id,
                 elapsed_ms = started.elapsed().as_millis() as u64, "response");
-            if status.is_success() {
-                self.budget.lock().await.succeeded();
-                ctx.code = None;
-                ctx.description = None;
-                return Ok((body, ctx));
-            }
-            let (code, description) = error::parse_error_body(&body);
+            let (code, description) = if status.is_success() {
+                (None, None)
+            } else {
+                error::parse_error_body(&body)
+            };
             ctx.code = code.clone();
             ctx.description = description;
             let code = code.unwrap_or_default();
-            match status {
-                StatusCode::UNAUTHORIZED => {
-                    if code == "900421" {
-                        return Err(AuthError::MfaRequired(ctx.to_string()).into());
-                    }
-                    if code == "900420" {
-                        return Err(AuthError::WrongAudience(ctx.to_string()).into());
-                    }
+            match error::verdict(status.as_u16(), &code) {
+                Verdict::Answer => {
+                    self.budget.lock().await.succeeded();
+                    return Ok((body, ctx));
+                }
+                Verdict::Fatal if code == "900421" => {
+                    return Err(AuthError::MfaRequired(ctx.to_string()).into());
+                }
+                Verdict::Fatal => return Err(AuthError::WrongAudience(ctx.to_string()).into()),
+                Verdict::Reauthenticate => {
                     if refreshed_after_401 {
                         return Err(AuthError::Unauthorized(ctx.to_string()).into());
                     }
@@ -433,116 +406,47 @@ impl PartnerCenterClient {
                     refreshed_after_401 = true;
                     self.tokens.invalidate(&token).await;
                     attempt -= 1;
-                    continue;
                 }
-                StatusCode::TOO_MANY_REQUESTS => {
+                Verdict::Retry if status == StatusCode::TOO_MANY_REQUESTS => {
                     self.throttled.fetch_add(1, Ordering::Relaxed);
                     let pause = retry_after
                         .unwrap_or_else(|| self.backoff.delay(attempt, retry::random_unit()));
                     // Everybody waits, not only this request: the budget is the tenant's.
                     self.budget.lock().await.throttled(pause);
-                    if attempt < self.max_attempts {
-                        tracing::warn!(op, attempt, request_id = %request_id,
-                            correlation_id = %self.correlation_id, retry_after_ms = pause.as_millis() as u64,
-                            "throttled by Partner Center (429); slowing down");
-                        self.retries.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                    if attempt >= self.max_attempts {
+                        return Err(ApiError::Throttled(Box::new(ctx)));
                     }
-                    return Err(ApiError::Throttled(Box::new(ctx)));
+                    tracing::warn!(op, attempt, request_id = %request_id,
+                        correlation_id = %self.correlation_id, retry_after_ms = pause.as_millis() as u64,
+                        "throttled by Partner Center (429); slowing down");
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                StatusCode::INTERNAL_SERVER_ERROR
-                | StatusCode::BAD_GATEWAY
-                | StatusCode::SERVICE_UNAVAILABLE
-                | StatusCode::GATEWAY_TIMEOUT => {
-                    if attempt < self.max_attempts {
-                        let pause = retry_after
-                            .unwrap_or_else(|| self.backoff.delay(attempt, retry::random_unit()));
-                        tracing::warn!(op, attempt, status = status.as_u16(), request_id = %request_id,
-                            correlation_id = %self.correlation_id, retry_in_ms = pause.as_millis() as u64,
-                            "server error; retrying");
-                        self.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(pause).await;
-                        continue;
+                Verdict::Retry => {
+                    if attempt >= self.max_attempts {
+                        return Err(ApiError::Server(Box::new(ctx)));
                     }
-                    return Err(ApiError::Server(Box::new(ctx)));
+                    let pause = retry_after
+                        .unwrap_or_else(|| self.backoff.delay(attempt, retry::random_unit()));
+                    tracing::warn!(op, attempt, status = status.as_u16(), request_id = %request_id,
+                        correlation_id = %self.correlation_id, retry_in_ms = pause.as_millis() as u64,
+                        "server error; retrying");
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
                 }
-                StatusCode::NOT_FOUND => return Err(ApiError::NotFound(Box::new(ctx))),
-                StatusCode::FORBIDDEN if code == "20002" => {
-                    return Err(ApiError::AccessRevoked(Box::new(ctx)));
+                Verdict::CustomerError => {
+                    let ctx = Box::new(ctx);
+                    return Err(match status.as_u16() {
+                        300..=399 => ApiError::Redirected(ctx),
+                        404 => ApiError::NotFound(ctx),
+                        403 if code == "20002" => ApiError::AccessRevoked(ctx),
+                        403 => ApiError::Forbidden(ctx),
+                        400 if code == "900118" => ApiError::InvalidCustomerId(ctx),
+                        500..=599 => ApiError::Server(ctx),
+                        _ => ApiError::BadRequest(ctx),
+                    });
                 }
-                StatusCode::FORBIDDEN => return Err(ApiError::Forbidden(Box::new(ctx))),
-                StatusCode::BAD_REQUEST if code == "900118" => {
-                    return Err(ApiError::InvalidCustomerId(Box::new(ctx)));
-                }
-                s if s.is_server_error() => return Err(ApiError::Server(Box::new(ctx))),
-                _ => return Err(ApiError::BadRequest(Box::new(ctx))),
             }
         }
-    }
-}
-
-impl Budget {
-    fn reserve_now(&mut self) -> Duration {
-        let now = self.now();
-        self.gcra.reserve(now)
-    }
-}
-
-/// A request to make: the URL and the headers a next link asks for.
-type Request = (Url, Vec<(String, String)>);
-
-/// The customer list, one page at a time (a stream without a streams library).
-pub struct CustomerPager<'a> {
-    client: &'a PartnerCenterClient,
-    next: Option<Result<Request, ApiError>>,
-    pages: u32,
-    /// Links already followed, to stop a server that points back at a page.
-    seen: Vec<(String, Vec<(String, String)>)>,
-}
-
-impl CustomerPager<'_> {
-    /// The next page's customers, `None` after the last page. Items that are not customers
-    /// (no GUID id) are logged and left out.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Customer>>, ApiError> {
-        let Some(next) = self.next.take() else {
-            return Ok(None);
-        };
-        let (url, headers) = next?;
-        let op = "GET /v1/customers";
-        self.pages += 1;
-        let key = (url.to_string(), headers.clone());
-        if self.pages > MAX_PAGES || self.seen.contains(&key) {
-            return Err(self.client.decode_error(
-                op,
-                models::ParseError("the customer list does not end (a page repeats)".into()),
-            ));
-        }
-        self.seen.push(key);
-        let page = self.client.get_page(&url, &headers, op).await?;
-        if let Some(link) = page.next {
-            self.next = Some(
-                resolve_next(&self.client.base, &link.uri)
-                    .map(|u| (u, link.headers))
-                    .map_err(|e| self.client.decode_error(op, models::ParseError(e))),
-            );
-        }
-        let mut customers = Vec::with_capacity(page.items.len());
-        for item in &page.items {
-            match Customer::from_json(item) {
-                Ok(c) => customers.push(c),
-                Err(e) => tracing::warn!(error = %e, "customer list: an item was left out"),
-            }
-        }
-        Ok(Some(customers))
-    }
-
-    /// Every customer of every page.
-    pub async fn collect_all(mut self) -> Result<Vec<Customer>, ApiError> {
-        let mut all = Vec::new();
-        while let Some(page) = self.next_page().await? {
-            all.extend(page);
-        }
-        Ok(all)
     }
 }
 
@@ -585,27 +489,5 @@ mod tests {
             .is_ok()
         );
         assert!(resolve_next(&base, "https://evil.example/v1/customers").is_err());
-    }
-
-    #[test]
-    fn the_budget_slows_after_a_429_and_recovers() {
-        let mut b = Budget::new(600);
-        b.throttled(Duration::from_secs(2));
-        assert_eq!(b.current, 480.0);
-        // The other requests of the same episode pause too but cut the rate only once.
-        b.throttled(Duration::from_secs(2));
-        assert_eq!(b.current, 480.0);
-        let wait = b.reserve_now();
-        assert!(wait >= Duration::from_millis(1900), "{wait:?}");
-        // Back up to just below the refused rate first...
-        for _ in 0..200 {
-            b.succeeded();
-        }
-        assert_eq!(b.current, 570.0);
-        // ...then, slowly, to the configured rate.
-        for _ in 0..3000 {
-            b.succeeded();
-        }
-        assert_eq!(b.current, 600.0);
     }
 }

@@ -173,6 +173,32 @@ pub fn parse_customer_csv(
     Ok(list)
 }
 
+/// Merges customers listed more than once (the Partner Center customer list can repeat one
+/// across pages): the first listing is kept, gaps in it filled from the later ones. Returns the
+/// list and how many listings were merged away.
+pub fn merge_duplicates(listed: Vec<ListedCustomer>) -> (Vec<ListedCustomer>, usize) {
+    let mut index_of: HashMap<Uuid, usize> = HashMap::with_capacity(listed.len());
+    let mut merged: Vec<ListedCustomer> = Vec::with_capacity(listed.len());
+    let mut repeats = 0;
+    for c in listed {
+        match index_of.get(&c.id) {
+            Some(&at) => {
+                repeats += 1;
+                let first = &mut merged[at];
+                first.mpn_id = first.mpn_id.take().or(c.mpn_id);
+                first.name = first.name.take().or(c.name);
+                first.domain = first.domain.take().or(c.domain);
+                first.relationship = first.relationship.take().or(c.relationship);
+            }
+            None => {
+                index_of.insert(c.id, merged.len());
+                merged.push(c);
+            }
+        }
+    }
+    (merged, repeats)
+}
+
 /// Reads and parses the file at `path`.
 pub fn read_customer_file(
     path: &std::path::Path,
@@ -190,6 +216,37 @@ pub fn read_customer_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_listings_merge_into_the_first() {
+        let id = Uuid::from_u128(7);
+        let other = Uuid::from_u128(8);
+        let c = |id: Uuid, name: Option<&str>, domain: Option<&str>| ListedCustomer {
+            id,
+            mpn_id: None,
+            name: name.map(str::to_string),
+            domain: domain.map(str::to_string),
+            relationship: None,
+        };
+        let (merged, repeats) = merge_duplicates(vec![
+            c(id, Some("Contoso"), None),
+            c(other, None, None),
+            c(id, Some("Contoso Ltd"), Some("contoso.example")),
+        ]);
+        assert_eq!(repeats, 1);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            merged[0].name.as_deref(),
+            Some("Contoso"),
+            "the first is kept"
+        );
+        assert_eq!(
+            merged[0].domain.as_deref(),
+            Some("contoso.example"),
+            "gaps filled"
+        );
+        assert_eq!(merged[1].id, other);
+    }
 
     const A: &str = "c501c3c4-d776-40ef-9ecf-9cefb59442c1";
     const B: &str = "3fdf03e7-3ec2-445e-81c5-54bd0546984d";

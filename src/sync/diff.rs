@@ -1,13 +1,40 @@
 //! Change detection: a customer's freshly fetched objects against what is stored, as pure
-//! code. The caller runs it only on a complete fetch, so a missing object is a real removal
-//! (an empty successful answer is a real zero).
+//! code. It takes only a [`Complete`] list, which the pager alone can make, so a missing object
+//! is a real removal (an empty complete answer is a real zero); and it removes only within the
+//! [`Scope`] the fetch asked for (`?mpn_id=X` says nothing of another partner's rows).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use crate::partner_center::{ManagedService, Subscription};
+use crate::partner_center::{Complete, ManagedService, Subscription};
+
+/// Which stored rows one fetch speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// No partner filter: every stored row of the customer.
+    AllPartners,
+    /// `?mpn_id=X`: only rows whose partner is X.
+    Partner(String),
+}
+
+impl Scope {
+    pub fn of(mpn_id: Option<&str>) -> Scope {
+        match mpn_id {
+            Some(m) => Scope::Partner(m.to_string()),
+            None => Scope::AllPartners,
+        }
+    }
+
+    /// Whether a fetch in this scope would have returned a row of `partner`.
+    pub fn covers(&self, partner: Option<&str>) -> bool {
+        match self {
+            Scope::AllPartners => true,
+            Scope::Partner(p) => partner == Some(p.as_str()),
+        }
+    }
+}
 
 /// An object pcsync keeps a row of: its id, its business fields as text, its raw JSON.
 pub trait Entity {
@@ -19,6 +46,10 @@ pub trait Entity {
     /// The business fields as text (`None` for no value); what change events show.
     fn values(&self) -> Vec<Option<String>>;
     fn raw(&self) -> &Map<String, Value>;
+    /// The partner that sold it, for objects a partner filter applies to.
+    fn partner(&self) -> Option<&str> {
+        None
+    }
 }
 
 fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
@@ -92,6 +123,10 @@ impl Entity for Subscription {
     fn raw(&self) -> &Map<String, Value> {
         &self.raw
     }
+
+    fn partner(&self) -> Option<&str> {
+        self.partner_id.as_deref()
+    }
 }
 
 impl Entity for ManagedService {
@@ -144,14 +179,21 @@ pub enum Op<'a, E> {
     /// Same business fields, other raw JSON (a field without a column): the row is refreshed
     /// silently, with no event and no new history version.
     RawChanged(&'a E),
-    /// Present before, absent from a complete fetch.
+    /// Present before, within the fetch's scope, absent from the complete fetch.
     Removed(String),
+    /// Present before but outside the fetch's scope (the partner filter changed): no longer
+    /// followed. Not a removal: Partner Center may well still have it.
+    Untracked(String),
+    /// Untracked before, returned again: followed again; the fields that differ from the
+    /// last tracked version are listed for the log.
+    Tracked(&'a E, Vec<FieldChange>),
 }
 
-/// A stored row: the entity as last stored, and whether it is marked removed.
+/// A stored row: the entity as last stored, and whether it is marked removed or untracked.
 pub struct Stored<E> {
     pub entity: E,
     pub removed: bool,
+    pub untracked: bool,
     /// Whether the stored raw JSON equals the fetched one, when the database already compared
     /// them (so the stored JSON need not be read back); `None`: compare `entity.raw()`.
     pub raw_same: Option<bool>,
@@ -167,19 +209,26 @@ fn field_changes<E: Entity>(old: &E, new: &E) -> Vec<FieldChange> {
         .collect()
 }
 
-/// The operations that turn `stored` into `fetched`. Unchanged rows give no operation. If the
-/// fetch holds an id twice, the first one counts.
-pub fn diff<'a, E: Entity>(fetched: &'a [E], stored: &[Stored<E>]) -> Vec<Op<'a, E>> {
+/// The operations that turn `stored` into the complete `fetched` list, for the rows `scope`
+/// covers. Unchanged rows give no operation. If the fetch holds an id twice, the first counts.
+pub fn diff<'a, E: Entity>(
+    fetched: &'a Complete<E>,
+    scope: &Scope,
+    stored: &[Stored<E>],
+) -> Vec<Op<'a, E>> {
     let by_id: HashMap<&str, &Stored<E>> = stored.iter().map(|s| (s.entity.id(), s)).collect();
     let mut seen: HashSet<&str> = HashSet::with_capacity(fetched.len());
     let mut ops = Vec::new();
-    for new in fetched {
+    for new in fetched.iter() {
         if !seen.insert(new.id()) {
             continue;
         }
         match by_id.get(new.id()) {
             None => ops.push(Op::Added(new)),
             Some(old) if old.removed => ops.push(Op::Readded(new, field_changes(&old.entity, new))),
+            Some(old) if old.untracked => {
+                ops.push(Op::Tracked(new, field_changes(&old.entity, new)))
+            }
             Some(old) => {
                 let changes = field_changes(&old.entity, new);
                 if !changes.is_empty() {
@@ -194,11 +243,22 @@ pub fn diff<'a, E: Entity>(fetched: &'a [E], stored: &[Stored<E>]) -> Vec<Op<'a,
         }
     }
     for old in stored {
-        if !old.removed && !seen.contains(old.entity.id()) {
+        if old.removed || seen.contains(old.entity.id()) {
+            continue;
+        }
+        if scope.covers(old.entity.partner()) {
             ops.push(Op::Removed(old.entity.id().to_string()));
+        } else if !old.untracked {
+            ops.push(Op::Untracked(old.entity.id().to_string()));
         }
     }
     ops
+}
+
+/// When one answer would remove more than half of a customer's `current` (tracked, present)
+/// subscriptions, and at least 2, it is not believed without a second look.
+pub fn needs_second_look(removals: usize, current: usize) -> bool {
+    removals >= 2 && removals * 2 > current
 }
 
 #[cfg(test)]
@@ -218,8 +278,21 @@ mod tests {
         Stored {
             entity: s,
             removed,
+            untracked: false,
             raw_same: None,
         }
+    }
+
+    fn complete(items: Vec<Subscription>) -> Complete<Subscription> {
+        Complete::assumed(items)
+    }
+
+    fn of_partner(id: &str, partner: &str) -> Subscription {
+        let raw = json!({"id": id, "status": "active", "quantity": 1, "partnerId": partner});
+        let Value::Object(map) = raw else {
+            unreachable!("an object literal")
+        };
+        Subscription::from_json(map).expect("valid")
     }
 
     #[test]
@@ -234,7 +307,8 @@ mod tests {
             sub("c", "active", 1),
             sub("d", "active", 2),
         ];
-        let ops = diff(&now, &before);
+        let now = complete(now);
+        let ops = diff(&now, &Scope::AllPartners, &before);
         assert_eq!(ops.len(), 3);
         let Op::Changed(s, changes) = &ops[0] else {
             panic!("{ops:?}")
@@ -265,23 +339,69 @@ mod tests {
             stored(sub("a", "active", 5), false),
             stored(sub("b", "active", 1), true),
         ];
-        let ops = diff::<Subscription>(&[], &before);
+        let nothing = complete(vec![]);
+        let ops = diff(&nothing, &Scope::AllPartners, &before);
         assert_eq!(ops, vec![Op::Removed("a".into())], "b was already removed");
+    }
+
+    #[test]
+    fn a_fetch_for_one_partner_removes_only_that_partners_rows() {
+        let before = vec![
+            stored(of_partner("mine-1", "111"), false),
+            stored(of_partner("mine-2", "111"), false),
+            stored(of_partner("theirs", "222"), false),
+            stored(sub("unknown-partner", "active", 1), false),
+        ];
+        let now = complete(vec![of_partner("mine-1", "111")]);
+        let ops = diff(&now, &Scope::Partner("111".into()), &before);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Removed("mine-2".into()),
+                Op::Untracked("theirs".into()),
+                Op::Untracked("unknown-partner".into()),
+            ]
+        );
+        // Once untracked, they stay quiet until a fetch covers them again.
+        let mut after: Vec<Stored<Subscription>> = before;
+        after[1].removed = true;
+        after[2].untracked = true;
+        after[3].untracked = true;
+        assert!(diff(&now, &Scope::Partner("111".into()), &after).is_empty());
+        let all = complete(vec![
+            of_partner("mine-1", "111"),
+            of_partner("theirs", "222"),
+        ]);
+        let ops = diff(&all, &Scope::AllPartners, &after);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(matches!(&ops[0], Op::Tracked(s, c) if s.id == "theirs" && c.is_empty()));
+        assert_eq!(ops[1], Op::Removed("unknown-partner".into()));
+    }
+
+    #[test]
+    fn a_second_look_is_needed_above_half_and_from_two() {
+        assert!(!needs_second_look(1, 1), "one subscription, one removal");
+        assert!(!needs_second_look(1, 2));
+        assert!(needs_second_look(2, 2));
+        assert!(needs_second_look(2, 3));
+        assert!(!needs_second_look(2, 4), "half is not more than half");
+        assert!(needs_second_look(3, 4));
+        assert!(!needs_second_look(0, 0));
     }
 
     #[test]
     fn a_subscription_back_after_removal_is_added_again() {
         let before = vec![stored(sub("a", "active", 5), true)];
-        let now = vec![sub("a", "active", 6)];
-        let ops = diff(&now, &before);
+        let now = complete(vec![sub("a", "active", 6)]);
+        let ops = diff(&now, &Scope::AllPartners, &before);
         assert!(matches!(&ops[0], Op::Readded(s, c) if s.id == "a" && c.len() == 1));
     }
 
     #[test]
     fn status_deleted_is_a_change_not_a_removal() {
         let before = vec![stored(sub("a", "active", 5), false)];
-        let now = vec![sub("a", "deleted", 5)];
-        let ops = diff(&now, &before);
+        let now = complete(vec![sub("a", "deleted", 5)]);
+        let ops = diff(&now, &Scope::AllPartners, &before);
         assert!(
             matches!(&ops[0], Op::Changed(_, c) if c[0].field == "status"
             && c[0].new.as_deref() == Some("deleted"))
@@ -292,8 +412,12 @@ mod tests {
     fn raw_only_changes_are_kept_without_an_event() {
         let mut newer = sub("a", "active", 5);
         newer.raw.insert("attentionNeeded".into(), json!(true));
-        let fetched = [newer];
-        let ops = diff(&fetched, &[stored(sub("a", "active", 5), false)]);
+        let fetched = complete(vec![newer]);
+        let ops = diff(
+            &fetched,
+            &Scope::AllPartners,
+            &[stored(sub("a", "active", 5), false)],
+        );
         assert!(matches!(&ops[0], Op::RawChanged(_)));
     }
 
@@ -337,8 +461,8 @@ mod tests {
         for _ in 0..2000 {
             let mut state: Vec<Stored<Subscription>> = Vec::new();
             for _ in 0..4 {
-                let fetched = random_snapshot(&mut rng);
-                let ops = diff(&fetched, &state);
+                let fetched = complete(random_snapshot(&mut rng));
+                let ops = diff(&fetched, &Scope::AllPartners, &state);
                 let mut next: HashMap<String, Stored<Subscription>> =
                     state.drain(..).map(|s| (s.entity.id.clone(), s)).collect();
                 for op in &ops {
@@ -359,6 +483,9 @@ mod tests {
                             assert!(!row.removed, "removed once");
                             row.removed = true;
                         }
+                        Op::Untracked(_) | Op::Tracked(..) => {
+                            panic!("no partner filter, nothing to untrack: {op:?}")
+                        }
                     }
                 }
                 let present: HashMap<&str, &Subscription> = next
@@ -367,14 +494,17 @@ mod tests {
                     .map(|s| (s.entity.id.as_str(), &s.entity))
                     .collect();
                 assert_eq!(present.len(), fetched.len());
-                for f in &fetched {
+                for f in fetched.iter() {
                     assert_eq!(
                         present.get(f.id.as_str()).map(|s| s.values()),
                         Some(f.values())
                     );
                 }
                 state = next.into_values().collect();
-                assert!(diff(&fetched, &state).is_empty(), "idempotent");
+                assert!(
+                    diff(&fetched, &Scope::AllPartners, &state).is_empty(),
+                    "idempotent"
+                );
             }
         }
     }

@@ -1,36 +1,49 @@
-//! One sync pass, end to end: take the advisory lock, open a `sync_runs` row, read the customer
-//! list, fetch every customer's subscriptions and managed services with bounded concurrency,
-//! hand each fetched customer to one writer that stores them in batches (each customer whole
-//! or not at all), close the run with its counters.
+//! One sync pass, end to end: take the advisory lock, close runs that were killed, open a
+//! `sync_runs` row, read the customer list, fetch every customer's subscriptions and managed
+//! services with bounded concurrency, hand each fetched customer to one writer that stores
+//! them in batches (each customer whole or not at all) on the lock's own connection, close the
+//! run with its counters.
 //!
-//! - [`customers`]: the CSV customer list.
-//! - [`diff`]: change detection (pure).
+//! - [`customers`]: the customer list (CSV file, or merged from Partner Center's list).
+//! - [`diff`]: change detection (pure), within the scope the fetch asked for.
+//! - [`lock`]: the advisory lock, held by the connection every write goes through.
 //! - [`store`]: the per-customer write and the run's bookkeeping rows.
 
 pub mod customers;
 pub mod diff;
+pub mod lock;
 pub mod store;
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{AuthMode, CustomerSource, Settings};
 use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
 use customers::ListedCustomer;
+use diff::Scope;
+use lock::{LockLost, PassLock};
 
 /// The most customers the writer stores in one statement.
 const WRITE_BATCH: usize = 64;
 
-/// Key of the PostgreSQL advisory lock that keeps passes from overlapping across processes
-/// and hosts ("pcsync" in ASCII).
-pub const ADVISORY_LOCK_KEY: i64 = 0x7063_7379_6e63;
+/// How long to wait before fetching a customer again when one answer would remove most of
+/// its subscriptions: long enough for a backend's bad moment to pass, short for the pass.
+const SECOND_LOOK_PAUSE: Duration = Duration::from_secs(2);
+
+/// How often an idle writer checks that its connection, and so the lock, is still there.
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+pub use lock::ADVISORY_LOCK_KEY;
 
 /// What started a pass (`sync_runs.trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +76,9 @@ pub enum RunStatus {
     Interrupted,
 }
 
+/// The `error` of a run that a later pass found still `running`.
+const ABANDONED: &str = "the pass ended without closing its run (the process was killed, the machine lost, or the database connection cut); closed when the next pass started";
+
 impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,6 +102,9 @@ pub struct PassReport {
     pub throttled: u64,
     pub retries: u64,
     pub changes: u64,
+    /// Customers fetched twice because one answer would have removed most of their
+    /// subscriptions.
+    pub second_looks: u64,
     /// Rows of `subscriptions` and `managed_services` inserted or updated.
     pub rows_written: u64,
     pub error: Option<String>,
@@ -102,58 +121,40 @@ pub enum SyncError {
     Database(#[from] sqlx::Error),
 }
 
-/// Everything a customer task needs.
-struct Shared {
-    pool: PgPool,
-    client: PartnerCenterClient,
-    run_id: Uuid,
-    fetch_managed_services: bool,
-}
-
-enum CustomerResult {
-    Fetched(store::Fetched),
-    Failed,
-    /// Credentials, MFA, audience: no customer can succeed.
-    Fatal(String),
-}
-
-/// Runs one pass. `stop` turning true means: start no new customer, let those in flight
-/// finish (commit or roll back), end the run as interrupted.
+/// Runs one pass. When `cancel` fires (SIGTERM, SIGINT): no new customer starts, requests in
+/// flight and their waits end at once (those customers stay untouched), the writer stores what
+/// it already holds, and the run ends `interrupted`.
 pub async fn run_pass(
     settings: &Settings,
     pool: &PgPool,
     trigger: Trigger,
-    stop: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) -> Result<PassReport, SyncError> {
-    // The lock lives on a connection of its own, taken out of the pool: when the pass ends
-    // in any way (even a panic), the connection closes and the server releases the lock;
-    // it can never go back to the pool still held.
-    let mut lock_conn = pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(ADVISORY_LOCK_KEY)
-        .fetch_one(&mut lock_conn)
-        .await?;
-    if !locked {
+    let Some(mut lock) = PassLock::acquire(pool).await? else {
         return Err(SyncError::AlreadyRunning);
-    }
-    let result = locked_pass(settings, pool, trigger, stop).await;
-    // Closing the session releases the lock; a failure to close cleanly releases it too.
-    let _ = sqlx::Connection::close(lock_conn).await;
-    result
-}
-
-async fn locked_pass(
-    settings: &Settings,
-    pool: &PgPool,
-    trigger: Trigger,
-    stop: watch::Receiver<bool>,
-) -> Result<PassReport, SyncError> {
+    };
     let started = Instant::now();
     let run_id = Uuid::new_v4();
+    // Under the lock no other pass runs: a row still `running` belongs to a pass that died.
+    let abandoned = sqlx::query(
+        "UPDATE pcsync.sync_runs SET status = 'abandoned', finished_at = greatest(now(), started_at),
+            error = $1
+         WHERE status = 'running'",
+    )
+    .bind(ABANDONED)
+    .execute(lock.conn())
+    .await?
+    .rows_affected();
+    if abandoned > 0 {
+        tracing::warn!(
+            runs = abandoned,
+            "closed runs left 'running' by a pass that ended without closing them, as 'abandoned'"
+        );
+    }
     sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger) VALUES ($1, $2)")
         .bind(run_id)
         .bind(trigger.as_str())
-        .execute(pool)
+        .execute(lock.conn())
         .await?;
     let span = tracing::info_span!("sync", %run_id);
     let mut report = PassReport {
@@ -166,34 +167,30 @@ async fn locked_pass(
         throttled: 0,
         retries: 0,
         changes: 0,
+        second_looks: 0,
         rows_written: 0,
         error: None,
         elapsed: Duration::ZERO,
     };
-    let outcome = pass(settings, pool, run_id, stop, &mut report)
+    let (outcome, lock) = pass(settings, pool, lock, run_id, cancel, &mut report)
         .instrument(span.clone())
         .await;
-    if let Err(e) = outcome {
+    if let Err(e) = &outcome {
         report.status = RunStatus::Failed;
         report.error = Some(e.to_string());
-        let mut conn = pool.acquire().await?;
-        store::record_error(
-            &mut conn,
-            run_id,
-            None,
-            "run",
-            None,
-            None,
-            None,
-            &e.to_string(),
-        )
-        .await?;
     }
     report.elapsed = started.elapsed();
+    // The run's own row is closed through the pool: it must be closed even when the lock's
+    // session was lost, and it is this pass's row alone.
+    let mut tx = pool.begin().await?;
+    if let Some(e) = &report.error.as_ref().filter(|_| outcome.is_err()) {
+        store::record_error(&mut tx, run_id, None, "run", None, None, None, e).await?;
+    }
     sqlx::query(
         "UPDATE pcsync.sync_runs SET finished_at = now(), status = $2, customers_total = $3,
             customers_succeeded = $4, customers_failed = $5, api_requests = $6,
-            throttled_responses = $7, retries = $8, changes_detected = $9, error = $10
+            throttled_responses = $7, retries = $8, changes_detected = $9, error = $10,
+            second_looks = $11
          WHERE run_id = $1",
     )
     .bind(run_id)
@@ -206,16 +203,22 @@ async fn locked_pass(
     .bind(clamp(report.retries))
     .bind(clamp(report.changes))
     .bind(report.error.as_deref())
-    .execute(pool)
+    .bind(clamp(report.second_looks))
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     let _enter = span.enter();
     let summary = format!(
-        "sync pass {}: {} of {} customers synced, {} failed, {} changes, {} requests, {} throttled, {} retries, {:.1} s",
+        "sync pass {}: {} of {} customers synced, {} failed, {} changes, {} second looks, {} requests, {} throttled, {} retries, {:.1} s",
         report.status.as_str(),
         report.customers_succeeded,
         report.customers_total,
         report.customers_failed,
         report.changes,
+        report.second_looks,
         report.api_requests,
         report.throttled,
         report.retries,
@@ -250,27 +253,198 @@ enum PassError {
     #[error("{0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
-    Fatal(String),
+    LockLost(#[from] LockLost),
+    /// Credentials, MFA, audience: no customer can succeed.
+    #[error("{0}")]
+    NoCustomerCanSucceed(String),
+    #[error("the database writer stopped unexpectedly: {0}")]
+    Writer(String),
 }
 
+/// Everything a customer task needs.
+struct TaskContext {
+    pool: PgPool,
+    client: PartnerCenterClient,
+    fetch_managed_services: bool,
+    cancel: CancellationToken,
+    second_looks: AtomicU64,
+}
+
+/// A customer that could not be synced, as recorded in `customers` and `sync_errors`.
+#[derive(Debug)]
+struct CustomerFailure {
+    customer: Uuid,
+    attempt_started: DateTime<Utc>,
+    operation: &'static str,
+    http_status: Option<u16>,
+    code: Option<String>,
+    request_id: Option<String>,
+    message: String,
+}
+
+/// What the writer is handed: a complete fetch to store, or a failure to record.
+enum ToWriter {
+    Snapshot(store::CustomerSnapshot),
+    Failure(CustomerFailure),
+}
+
+enum CustomerResult {
+    Fetched(store::CustomerSnapshot),
+    Failed(CustomerFailure),
+    /// Credentials, MFA, audience: no customer can succeed.
+    Fatal(CustomerFailure),
+    /// Stopped by the signal before anything was known: nothing is written.
+    Cancelled,
+}
+
+/// The pass after the run row exists. Hands the lock back when it still holds it.
 async fn pass(
     settings: &Settings,
     pool: &PgPool,
+    mut lock: PassLock,
     run_id: Uuid,
-    stop: watch::Receiver<bool>,
+    cancel: CancellationToken,
     report: &mut PassReport,
-) -> Result<(), PassError> {
+) -> (Result<(), PassError>, Option<PassLock>) {
+    let customers = match prepare(settings, pool, &mut lock, run_id, &cancel, report).await {
+        Ok(Some(ready)) => ready,
+        Ok(None) => {
+            report.status = RunStatus::Interrupted;
+            report.error = Some("stopped by a signal before any customer was synced".into());
+            return (Ok(()), Some(lock));
+        }
+        Err(e) => return (Err(e), Some(lock)),
+    };
+    let (customers, client) = customers;
+    let fetch_managed_services = client.tokens().mode() == AuthMode::AppUser;
+    let ctx = Arc::new(TaskContext {
+        pool: pool.clone(),
+        client,
+        fetch_managed_services,
+        cancel: cancel.clone(),
+        second_looks: AtomicU64::new(0),
+    });
+    // Fetched customers go to one writer, which stores them in batches; the bounded channel
+    // holds fetching back when the database is the slower side, so memory stays bounded by
+    // the concurrency, not by the length of the customer list.
+    let (to_writer, from_fetchers) = mpsc::channel::<ToWriter>(WRITE_BATCH);
+    let writer =
+        tokio::spawn(write_all(lock, run_id, from_fetchers).instrument(tracing::Span::current()));
+    // Customers in flight: each sends its two requests at once, so this many keeps every
+    // request permit busy.
+    let width = settings.partner_center.max_concurrency.max(1);
+    let mut queue = customers.into_iter();
+    let mut tasks: JoinSet<CustomerResult> = JoinSet::new();
+    let mut fatal: Option<String> = None;
+    let mut writer_gone = false;
+    let mut fetch_failed = 0;
+    loop {
+        while tasks.len() < width && fatal.is_none() && !writer_gone && !cancel.is_cancelled() {
+            let Some(customer) = queue.next() else { break };
+            let ctx = ctx.clone();
+            let span = tracing::info_span!("customer", customer_id = %customer.id);
+            tasks.spawn(sync_customer(ctx, customer).instrument(span));
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let message = match joined {
+            Ok(CustomerResult::Fetched(snapshot)) => ToWriter::Snapshot(snapshot),
+            Ok(CustomerResult::Failed(failure)) => {
+                fetch_failed += 1;
+                ToWriter::Failure(failure)
+            }
+            Ok(CustomerResult::Fatal(failure)) => {
+                fetch_failed += 1;
+                if fatal.is_none() {
+                    tracing::error!(error = %failure.message, "stopping the pass: no customer can succeed");
+                    fatal = Some(failure.message.clone());
+                    // The others would fail the same way: stop them now.
+                    ctx.cancel.cancel();
+                }
+                ToWriter::Failure(failure)
+            }
+            Ok(CustomerResult::Cancelled) => continue,
+            Err(e) => {
+                fetch_failed += 1;
+                tracing::error!(error = %e, "a customer task panicked");
+                continue;
+            }
+        };
+        if !writer_gone && to_writer.send(message).await.is_err() {
+            // The writer stopped (its lock was lost): fetch nothing more.
+            writer_gone = true;
+            tasks.abort_all();
+        }
+    }
+    drop(to_writer);
+    let (written, lock, writer_error) = match writer.await {
+        Ok(WriterEnd {
+            written,
+            lock: Ok(lock),
+        }) => (written, Some(lock), None),
+        Ok(WriterEnd {
+            written,
+            lock: Err(lost),
+        }) => (written, None, Some(PassError::from(lost))),
+        Err(e) => (
+            Written::default(),
+            None,
+            Some(PassError::Writer(e.to_string())),
+        ),
+    };
+    report.customers_succeeded = written.succeeded;
+    report.customers_failed = fetch_failed + written.failed;
+    report.changes = written.changes;
+    report.rows_written = written.rows_written;
+    report.second_looks = ctx.second_looks.load(Ordering::Relaxed);
+    let counters = ctx.client.counters();
+    report.api_requests = counters.requests;
+    report.throttled = counters.throttled;
+    report.retries = counters.retries;
+    if let Some(e) = writer_error {
+        return (Err(e), lock);
+    }
+    if let Some(message) = fatal {
+        return (Err(PassError::NoCustomerCanSucceed(message)), lock);
+    }
+    report.status = if cancel.is_cancelled() {
+        report.error = Some("stopped by a signal before every customer was synced".into());
+        RunStatus::Interrupted
+    } else if report.customers_failed > 0 {
+        RunStatus::Partial
+    } else {
+        RunStatus::Succeeded
+    };
+    (Ok(()), lock)
+}
+
+/// Credentials, a token, the customer list: what must work before any customer starts.
+/// `None` when the signal came first.
+async fn prepare(
+    settings: &Settings,
+    pool: &PgPool,
+    lock: &mut PassLock,
+    run_id: Uuid,
+    cancel: &CancellationToken,
+    report: &mut PassReport,
+) -> Result<Option<(Vec<ListedCustomer>, PartnerCenterClient)>, PassError> {
     let creds = settings.auth.credentials()?;
-    let app_only = creds.mode == AuthMode::AppOnly;
     let client = PartnerCenterClient::new(
         &settings.partner_center,
         creds,
         Some(RefreshTokenStore::new(pool.clone())),
         run_id,
     )
-    .await?;
+    .await?
+    .cancelled_by(cancel.child_token());
     // A token first: bad credentials stop the pass here, not once per customer.
-    client.tokens().token().await?;
+    match client.authenticate().await {
+        Ok(()) => {}
+        Err(ApiError::Cancelled) => return Ok(None),
+        Err(ApiError::Auth(e)) => return Err(e.into()),
+        Err(e) => return Err(PassError::NoCustomerCanSucceed(e.to_string())),
+    }
 
     let (customers, source) = match settings.customers.source {
         CustomerSource::File => {
@@ -278,7 +452,6 @@ async fn pass(
                 &settings.customers.file,
                 settings.customers.default_mpn_id.as_deref(),
             )?;
-            let mut conn = pool.acquire().await?;
             for p in &list.problems {
                 let message = format!(
                     "{} line {}: {}",
@@ -288,7 +461,7 @@ async fn pass(
                 );
                 tracing::warn!(line = p.line, "customer file: {}", p.message);
                 store::record_error(
-                    &mut conn,
+                    lock.conn(),
                     run_id,
                     None,
                     "read_customer_file",
@@ -302,122 +475,48 @@ async fn pass(
             (list.customers, "file")
         }
         CustomerSource::Api => {
-            let listed = client
+            let listed = match client
                 .customers(settings.customers.page_size)
                 .collect_all()
                 .await
-                .map_err(PassError::CustomerList)?;
+            {
+                Ok(listed) => listed,
+                Err(ApiError::Cancelled) => return Ok(None),
+                Err(e) => return Err(PassError::CustomerList(e)),
+            };
             let default_mpn = settings.customers.default_mpn_id.clone();
-            let list = listed
-                .into_iter()
-                .map(|c| ListedCustomer {
-                    id: c.id,
-                    mpn_id: default_mpn.clone(),
-                    name: c.company_name,
-                    domain: c.domain,
-                    relationship: c.relationship,
-                })
-                .collect::<Vec<_>>();
+            let (list, repeats) = customers::merge_duplicates(
+                listed
+                    .into_iter()
+                    .map(|c| ListedCustomer {
+                        id: c.id,
+                        mpn_id: default_mpn.clone(),
+                        name: c.company_name,
+                        domain: c.domain,
+                        relationship: c.relationship,
+                    })
+                    .collect(),
+            );
+            if repeats > 0 {
+                tracing::warn!(
+                    repeats,
+                    "the Partner Center customer list named some customers more than once; each is synced once"
+                );
+            }
             (list, "api")
         }
     };
-    store::upsert_customers(pool, source, &customers).await?;
+    store::upsert_customers(lock.conn(), source, &customers).await?;
     report.customers_total = customers.len() as u64;
     if customers.is_empty() {
         tracing::warn!("the customer list is empty: nothing to sync");
     }
-    if app_only {
+    if client.tokens().mode() == AuthMode::AppOnly {
         tracing::warn!(
             "auth.mode = \"app_only\": managed services are skipped this run (that endpoint needs App+User credentials); stored ones are left as they are"
         );
     }
-
-    let shared = Arc::new(Shared {
-        pool: pool.clone(),
-        client,
-        run_id,
-        fetch_managed_services: !app_only,
-    });
-    // Fetched customers go to one writer, which stores them in batches; the bounded channel
-    // holds fetching back when the database is the slower side, so memory stays bounded by
-    // the concurrency, not by the length of the customer list.
-    let (to_writer, from_fetchers) = mpsc::channel::<store::Fetched>(WRITE_BATCH);
-    let writer = tokio::spawn(
-        write_all(pool.clone(), run_id, from_fetchers).instrument(tracing::Span::current()),
-    );
-    // Customers in flight: each sends its two requests at once, so this many keeps every
-    // request permit busy.
-    let width = settings.partner_center.max_concurrency.max(1);
-    let mut queue = customers.into_iter();
-    let mut tasks: JoinSet<CustomerResult> = JoinSet::new();
-    let mut fatal: Option<String> = None;
-    let mut interrupted = false;
-    let mut fetch_failed = 0;
-    loop {
-        while tasks.len() < width && fatal.is_none() {
-            if *stop.borrow() {
-                interrupted = true;
-                break;
-            }
-            let Some(customer) = queue.next() else { break };
-            let shared = shared.clone();
-            let span = tracing::info_span!("customer", customer_id = %customer.id);
-            tasks.spawn(sync_customer(shared, customer).instrument(span));
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok(CustomerResult::Fetched(fetched)) => {
-                if to_writer.send(fetched).await.is_err() {
-                    // The writer only stops early by panicking: say why.
-                    let why = match writer.await {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "it ended".to_string(),
-                    };
-                    return Err(PassError::Fatal(format!(
-                        "the database writer stopped: {why}"
-                    )));
-                }
-            }
-            Ok(CustomerResult::Failed) => fetch_failed += 1,
-            Ok(CustomerResult::Fatal(message)) => {
-                fetch_failed += 1;
-                if fatal.is_none() {
-                    tracing::error!(error = %message, "stopping the pass: no customer can succeed");
-                    fatal = Some(message);
-                }
-            }
-            Err(e) => {
-                fetch_failed += 1;
-                tracing::error!(error = %e, "a customer task panicked");
-            }
-        }
-    }
-    drop(to_writer);
-    let written = writer
-        .await
-        .map_err(|e| PassError::Fatal(format!("the database writer failed: {e}")))?;
-    report.customers_succeeded = written.succeeded;
-    report.customers_failed = fetch_failed + written.failed;
-    report.changes = written.changes;
-    report.rows_written = written.rows_written;
-    let counters = shared.client.counters();
-    report.api_requests = counters.requests;
-    report.throttled = counters.throttled;
-    report.retries = counters.retries;
-    if let Some(message) = fatal {
-        return Err(PassError::Fatal(message));
-    }
-    report.status = if interrupted {
-        report.error = Some("stopped by a signal before every customer was synced".into());
-        RunStatus::Interrupted
-    } else if report.customers_failed > 0 {
-        RunStatus::Partial
-    } else {
-        RunStatus::Succeeded
-    };
-    Ok(())
+    Ok(Some((customers, client)))
 }
 
 /// What the writer did.
@@ -429,39 +528,133 @@ struct Written {
     rows_written: u64,
 }
 
-/// Stores fetched customers as they come, as many at once as are waiting (up to
-/// [`WRITE_BATCH`]). A batch that fails is stored again one customer at a time, so one bad
-/// customer fails alone.
-async fn write_all(pool: PgPool, run_id: Uuid, mut rx: mpsc::Receiver<store::Fetched>) -> Written {
-    let mut written = Written::default();
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        match store::store_batch(&pool, run_id, &batch).await {
-            Ok(outcomes) => record_outcomes(&outcomes, &mut written),
-            Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, customers = batch.len(), "a batch failed to store; storing its customers one by one");
-                for one in &batch {
-                    store_one(&pool, run_id, one, &mut written).await;
-                }
-            }
-            Err(e) => {
-                record_store_failure(&pool, run_id, &batch[0], &e).await;
-                written.failed += 1;
-            }
-        }
-        batch.clear();
-    }
-    written
+/// How the writer ended: its counts, and the lock back, or why it was lost.
+struct WriterEnd {
+    written: Written,
+    lock: Result<PassLock, LockLost>,
 }
 
-async fn store_one(pool: &PgPool, run_id: Uuid, one: &store::Fetched, written: &mut Written) {
-    match store::store_batch(pool, run_id, std::slice::from_ref(one)).await {
-        Ok(outcomes) => record_outcomes(&outcomes, written),
-        Err(e) => {
-            record_store_failure(pool, run_id, one, &e).await;
-            written.failed += 1;
+/// Stores fetched customers and records failed ones as they come, as many at once as are
+/// waiting (up to [`WRITE_BATCH`]), all on the lock's connection. A batch that fails is stored
+/// again one customer at a time, so one bad customer fails alone; a lost connection ends the
+/// writer at once.
+async fn write_all(
+    mut lock: PassLock,
+    run_id: Uuid,
+    mut rx: mpsc::Receiver<ToWriter>,
+) -> WriterEnd {
+    let mut written = Written::default();
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let received =
+            tokio::time::timeout(LOCK_CHECK_EVERY, rx.recv_many(&mut batch, WRITE_BATCH)).await;
+        match received {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                // Idle: make sure the lock is still ours before the next write comes.
+                if let Err(lost) = lock.check().await {
+                    return WriterEnd {
+                        written,
+                        lock: Err(lost),
+                    };
+                }
+                continue;
+            }
+        }
+        let mut snapshots = Vec::with_capacity(batch.len());
+        for message in batch.drain(..) {
+            match message {
+                ToWriter::Snapshot(s) => snapshots.push(s),
+                ToWriter::Failure(f) => {
+                    if let Err(e) = record_failure(&mut lock, run_id, &f).await {
+                        if let Err(lost) = lock.check().await {
+                            return WriterEnd {
+                                written,
+                                lock: Err(lost),
+                            };
+                        }
+                        tracing::error!(error = %e, "could not record the customer's failure");
+                    }
+                }
+            }
+        }
+        if snapshots.is_empty() {
+            continue;
+        }
+        match store::store_batch(lock.conn(), run_id, &snapshots).await {
+            Ok(outcomes) => record_outcomes(&outcomes, &mut written),
+            Err(e) => {
+                if let Err(lost) = lock.check().await {
+                    return WriterEnd {
+                        written,
+                        lock: Err(lost),
+                    };
+                }
+                if snapshots.len() > 1 {
+                    tracing::warn!(error = %e, customers = snapshots.len(), "a batch failed to store; storing its customers one by one");
+                }
+                for one in &snapshots {
+                    let stored = match snapshots.len() {
+                        1 => Err(e.to_string()),
+                        _ => store::store_batch(lock.conn(), run_id, std::slice::from_ref(one))
+                            .await
+                            .map_err(|e| e.to_string()),
+                    };
+                    match stored {
+                        Ok(outcomes) => record_outcomes(&outcomes, &mut written),
+                        Err(e) => {
+                            if let Err(lost) = lock.check().await {
+                                return WriterEnd {
+                                    written,
+                                    lock: Err(lost),
+                                };
+                            }
+                            let failure = CustomerFailure {
+                                customer: one.customer,
+                                attempt_started: one.attempt_started,
+                                operation: "store",
+                                http_status: None,
+                                code: None,
+                                request_id: None,
+                                message: format!(
+                                    "storing the customer's data failed (nothing was written): {e}"
+                                ),
+                            };
+                            tracing::warn!(customer_id = %one.customer, error = %failure.message, "customer not stored");
+                            if let Err(e2) = record_failure(&mut lock, run_id, &failure).await {
+                                tracing::error!(error = %e2, "could not record the customer's failure");
+                            }
+                            written.failed += 1;
+                        }
+                    }
+                }
+            }
         }
     }
+    WriterEnd {
+        written,
+        lock: Ok(lock),
+    }
+}
+
+async fn record_failure(
+    lock: &mut PassLock,
+    run_id: Uuid,
+    f: &CustomerFailure,
+) -> Result<(), sqlx::Error> {
+    store::record_customer_failure(
+        lock.conn(),
+        run_id,
+        f.customer,
+        f.attempt_started,
+        f.operation,
+        f.http_status,
+        f.code.as_deref(),
+        f.request_id.as_deref(),
+        &f.message,
+    )
+    .await
 }
 
 fn record_outcomes(outcomes: &[store::StoreOutcome], written: &mut Written) {
@@ -484,91 +677,156 @@ fn record_outcomes(outcomes: &[store::StoreOutcome], written: &mut Written) {
     }
 }
 
-async fn record_store_failure(pool: &PgPool, run_id: Uuid, one: &store::Fetched, e: &sqlx::Error) {
-    let message = format!("storing the customer's data failed (nothing was written): {e}");
-    tracing::warn!(customer_id = %one.customer, error = %message, "customer not stored");
-    if let Err(e2) = store::record_customer_failure(
-        pool,
-        run_id,
-        one.customer,
-        one.attempt_started,
-        "store",
-        None,
-        None,
-        None,
-        &message,
-    )
-    .await
-    {
-        tracing::error!(error = %e2, "could not record the customer's failure");
-    }
-}
-
-/// Fetches one customer; on success the result goes to the writer.
-async fn sync_customer(shared: Arc<Shared>, customer: ListedCustomer) -> CustomerResult {
+/// Fetches one customer; on success the complete snapshot goes to the writer.
+async fn sync_customer(ctx: Arc<TaskContext>, customer: ListedCustomer) -> CustomerResult {
     let attempt_started = Utc::now();
-    let subs = shared
+    let scope = Scope::of(customer.mpn_id.as_deref());
+    let subs = ctx
         .client
         .subscriptions(customer.id, customer.mpn_id.as_deref());
     let services = async {
-        if shared.fetch_managed_services {
-            shared.client.managed_services(customer.id).await.map(Some)
+        if ctx.fetch_managed_services {
+            ctx.client.managed_services(customer.id).await.map(Some)
         } else {
             Ok(None)
         }
     };
     let (subs, services) = tokio::join!(subs, services);
-    match (subs, services) {
-        (Ok(subscriptions), Ok(services)) => CustomerResult::Fetched(store::Fetched {
-            customer: customer.id,
-            attempt_started,
-            subscriptions,
-            services,
-        }),
-        (Err(e), _) => {
-            fetch_failed(&shared, &customer, attempt_started, "get_subscriptions", &e).await
+    let failed = |operation, e: &ApiError| failure_of(customer.id, attempt_started, operation, e);
+    let (subscriptions, services) = match (subs, services) {
+        (Err(ApiError::Cancelled), _) | (_, Err(ApiError::Cancelled)) => {
+            return CustomerResult::Cancelled;
         }
-        (_, Err(e)) => {
-            fetch_failed(
-                &shared,
-                &customer,
-                attempt_started,
-                "get_managed_services",
-                &e,
-            )
-            .await
-        }
-    }
+        (Ok(subscriptions), Ok(services)) => (subscriptions, services),
+        (Err(e), _) => return failed("get_subscriptions", &e),
+        (_, Err(e)) => return failed("get_managed_services", &e),
+    };
+    let subscriptions = match second_look(&ctx, &customer, &scope, subscriptions).await {
+        Ok(s) => s,
+        Err(result) => return result(attempt_started),
+    };
+    CustomerResult::Fetched(store::CustomerSnapshot {
+        customer: customer.id,
+        attempt_started,
+        scope,
+        subscriptions,
+        services,
+    })
 }
 
-async fn fetch_failed(
-    shared: &Shared,
+type Deferred = Box<dyn FnOnce(DateTime<Utc>) -> CustomerResult + Send>;
+
+/// The subscriptions to store. When this answer would remove more than half of the customer's
+/// tracked subscriptions (and at least 2), the customer is fetched once more after a pause,
+/// and the answer stands only if both agree on what was removed.
+async fn second_look(
+    ctx: &TaskContext,
     customer: &ListedCustomer,
-    attempt_started: chrono::DateTime<Utc>,
-    operation: &str,
+    scope: &Scope,
+    first: crate::partner_center::Complete<crate::partner_center::Subscription>,
+) -> Result<crate::partner_center::Complete<crate::partner_center::Subscription>, Deferred> {
+    let id = customer.id;
+    let tracked = match store::tracked_subscriptions(&ctx.pool, id).await {
+        Ok(t) => t,
+        Err(e) => {
+            let message =
+                format!("reading the stored subscriptions failed (nothing was written): {e}");
+            return Err(Box::new(move |at| {
+                CustomerResult::Failed(CustomerFailure {
+                    customer: id,
+                    attempt_started: at,
+                    operation: "store",
+                    http_status: None,
+                    code: None,
+                    request_id: None,
+                    message,
+                })
+            }));
+        }
+    };
+    let removals = |answer: &[crate::partner_center::Subscription]| -> BTreeSet<String> {
+        let present: HashSet<&str> = answer.iter().map(|s| s.id.as_str()).collect();
+        tracked
+            .iter()
+            .filter(|(sid, partner)| {
+                scope.covers(partner.as_deref()) && !present.contains(sid.as_str())
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect()
+    };
+    let first_removals = removals(&first);
+    if !diff::needs_second_look(first_removals.len(), tracked.len()) {
+        return Ok(first);
+    }
+    ctx.second_looks.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        removals = first_removals.len(),
+        tracked = tracked.len(),
+        "one answer would remove most of the customer's subscriptions; asking again before believing it"
+    );
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => return Err(Box::new(|_| CustomerResult::Cancelled)),
+        _ = tokio::time::sleep(SECOND_LOOK_PAUSE) => {}
+    }
+    let second = match ctx
+        .client
+        .subscriptions(id, customer.mpn_id.as_deref())
+        .await
+    {
+        Ok(s) => s,
+        Err(ApiError::Cancelled) => return Err(Box::new(|_| CustomerResult::Cancelled)),
+        Err(e) => {
+            return Err(Box::new(move |at| {
+                failure_of(id, at, "get_subscriptions", &e)
+            }));
+        }
+    };
+    let second_removals = removals(&second);
+    if second_removals == first_removals {
+        return Ok(second);
+    }
+    let message = format!(
+        "a second look disagreed with the first answer: the first would have removed {} of {} tracked subscriptions, the second {}; nothing was changed, the next pass will look again",
+        first_removals.len(),
+        tracked.len(),
+        second_removals.len()
+    );
+    tracing::warn!(error = %message, "mass removal not confirmed");
+    Err(Box::new(move |at| {
+        CustomerResult::Failed(CustomerFailure {
+            customer: id,
+            attempt_started: at,
+            operation: "second_look",
+            http_status: None,
+            code: None,
+            request_id: None,
+            message,
+        })
+    }))
+}
+
+/// A failed fetch, logged, as the writer will record it.
+fn failure_of(
+    customer: Uuid,
+    attempt_started: DateTime<Utc>,
+    operation: &'static str,
     error: &ApiError,
 ) -> CustomerResult {
     let message = error.to_string();
     tracing::warn!(operation, error = %message, "customer not synced; its stored data is kept");
     let ctx = error.context();
-    if let Err(e) = store::record_customer_failure(
-        &shared.pool,
-        shared.run_id,
-        customer.id,
+    let failure = CustomerFailure {
+        customer,
         attempt_started,
         operation,
-        ctx.and_then(|c| c.http_status),
-        ctx.and_then(|c| c.code.as_deref()),
-        ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
-        &message,
-    )
-    .await
-    {
-        tracing::error!(error = %e, "could not record the customer's failure");
-    }
+        http_status: ctx.and_then(|c| c.http_status),
+        code: ctx.and_then(|c| c.code.clone()),
+        request_id: ctx.map(|c| c.request_id.clone()).filter(|r| !r.is_empty()),
+        message,
+    };
     if error.is_fatal() {
-        CustomerResult::Fatal(message)
+        CustomerResult::Fatal(failure)
     } else {
-        CustomerResult::Failed
+        CustomerResult::Failed(failure)
     }
 }

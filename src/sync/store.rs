@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 
 use uuid::Uuid;
 
 use super::customers::ListedCustomer;
-use super::diff::{Entity, Op, Stored, diff};
-use crate::partner_center::{ManagedService, Subscription};
+use super::diff::{Entity, Op, Scope, Stored, diff};
+use crate::partner_center::{Complete, ManagedService, Subscription};
 
 /// One change, as written to `change_events` and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,8 @@ fn events_of<E: Entity>(ops: &[Op<'_, E>]) -> Vec<ChangeEvent> {
                 }
             }
             Op::Removed(id) => events.push(event(id, "removed")),
+            Op::Untracked(id) => events.push(event(id, "untracked")),
+            Op::Tracked(e, _) => events.push(event(e.id(), "tracked")),
             Op::RawChanged(_) => {}
         }
     }
@@ -80,6 +82,7 @@ struct SubscriptionRow {
     product_type: Option<String>,
     publisher_name: Option<String>,
     removed: bool,
+    untracked: bool,
     raw_same: bool,
 }
 
@@ -87,6 +90,7 @@ impl From<SubscriptionRow> for Stored<Subscription> {
     fn from(r: SubscriptionRow) -> Self {
         Stored {
             removed: r.removed,
+            untracked: r.untracked,
             raw_same: Some(r.raw_same),
             entity: Subscription {
                 id: r.subscription_id,
@@ -133,6 +137,7 @@ impl From<ManagedServiceRow> for Stored<ManagedService> {
     fn from(r: ManagedServiceRow) -> Self {
         Stored {
             removed: r.removed,
+            untracked: false,
             raw_same: Some(r.raw_same),
             entity: ManagedService {
                 id: r.service_id,
@@ -196,15 +201,25 @@ fn write_statement() -> String {
                 order_id = EXCLUDED.order_id, product_type = EXCLUDED.product_type,
                 publisher_name = EXCLUDED.publisher_name, raw = EXCLUDED.raw,
                 changed_at = CASE
-                    WHEN s.removed_at IS NOT NULL OR ({old}) IS DISTINCT FROM ({new})
+                    WHEN s.removed_at IS NOT NULL OR s.untracked_at IS NOT NULL
+                      OR ({old}) IS DISTINCT FROM ({new})
                     THEN now() ELSE s.changed_at END,
-                removed_at = NULL
+                removed_at = NULL,
+                untracked_at = NULL
             RETURNING customer_id, subscription_id, {cols}
         ),
         rm AS (
-            UPDATE pcsync.subscriptions s SET removed_at = now(), changed_at = now()
+            UPDATE pcsync.subscriptions s SET removed_at = now(), untracked_at = NULL,
+                changed_at = now()
             FROM UNNEST($25::uuid[], $26::text[]) AS r(customer_id, id)
             WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id AND s.removed_at IS NULL
+            RETURNING 1
+        ),
+        untr AS (
+            UPDATE pcsync.subscriptions s SET untracked_at = now(), changed_at = now()
+            FROM UNNEST($51::uuid[], $52::text[]) AS r(customer_id, id)
+            WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id
+              AND s.removed_at IS NULL AND s.untracked_at IS NULL
             RETURNING 1
         ),
         closed AS (
@@ -262,7 +277,7 @@ fn write_statement() -> String {
             WHERE c.customer_id = a.customer_id
             RETURNING 1
         )
-        SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm)
+        SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm) + (SELECT count(*) FROM untr)
               + (SELECT count(*) FROM ms_up) + (SELECT count(*) FROM ms_rm))::bigint",
         up_cols = qualified("up"),
     )
@@ -272,15 +287,18 @@ fn raw_text(raw: &serde_json::Map<String, Value>) -> String {
     serde_json::to_string(raw).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// One customer's complete fetch, ready to store.
+/// One customer's complete fetch, ready to store. Its lists are [`Complete`]: only the
+/// pager's check can make one, so nothing of unknown completeness reaches the diff.
 #[derive(Debug, Clone)]
-pub struct Fetched {
+pub struct CustomerSnapshot {
     pub customer: Uuid,
     pub attempt_started: DateTime<Utc>,
-    pub subscriptions: Vec<Subscription>,
+    /// Which stored subscriptions the fetch speaks for (its `?mpn_id=` filter).
+    pub scope: Scope,
+    pub subscriptions: Complete<Subscription>,
     /// `None` when managed services were not fetched (App-only): the stored ones are then
     /// left as they are.
-    pub services: Option<Vec<ManagedService>>,
+    pub services: Option<Complete<ManagedService>>,
 }
 
 /// What storing one customer did.
@@ -295,8 +313,9 @@ pub struct StoreOutcome {
 /// Stored rows of many customers, by customer.
 type StoredBy<E> = HashMap<Uuid, Vec<Stored<E>>>;
 
+/// A stored row with the customer it belongs to.
 #[derive(sqlx::FromRow)]
-struct Keyed<T> {
+struct OfCustomer<T> {
     customer_id: Uuid,
     #[sqlx(flatten)]
     row: T,
@@ -307,6 +326,7 @@ struct Keyed<T> {
 struct Writes<'a> {
     subs: Vec<(Uuid, &'a Subscription, &'a str)>,
     sub_removed: Vec<(Uuid, String)>,
+    sub_untracked: Vec<(Uuid, String)>,
     closing: Vec<(Uuid, String)>,
     opening: Vec<(Uuid, String)>,
     services: Vec<(Uuid, &'a ManagedService, &'a str)>,
@@ -320,9 +340,9 @@ struct Writes<'a> {
 /// back whole. Runs without an explicit transaction: the pass's advisory lock keeps other
 /// writers away, and the single write statement is atomic.
 pub async fn store_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     run_id: Uuid,
-    batch: &[Fetched],
+    batch: &[CustomerSnapshot],
 ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
     // The fetched objects as JSON text: compared with the stored ones by PostgreSQL, and
     // written as they are when they changed.
@@ -352,8 +372,9 @@ pub async fn store_batch(
     }
     let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
     let mut stored_subs: StoredBy<Subscription> = HashMap::new();
-    for r in sqlx::query_as::<_, Keyed<SubscriptionRow>>(&format!(
+    for r in sqlx::query_as::<_, OfCustomer<SubscriptionRow>>(&format!(
         "SELECT s.customer_id, s.subscription_id, {cols}, s.removed_at IS NOT NULL AS removed,
+                s.untracked_at IS NOT NULL AS untracked,
                 coalesce(s.raw = f.raw::jsonb, false) AS raw_same
          FROM pcsync.subscriptions s
          LEFT JOIN UNNEST($2::uuid[], $3::text[], $4::text[]) AS f(customer_id, id, raw)
@@ -365,7 +386,7 @@ pub async fn store_batch(
     .bind(&f_cust)
     .bind(&f_id)
     .bind(&f_raw)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?
     {
         stored_subs
@@ -388,7 +409,7 @@ pub async fn store_batch(
                 m_raw.push(raw.as_str());
             }
         }
-        for r in sqlx::query_as::<_, Keyed<ManagedServiceRow>>(
+        for r in sqlx::query_as::<_, OfCustomer<ManagedServiceRow>>(
             "SELECT m.customer_id, m.service_id, m.name, m.group_name, m.admin_service_uri,
                     m.service_health_uri, m.service_ticket_uri, m.removed_at IS NOT NULL AS removed,
                     coalesce(m.raw = f.raw::jsonb, false) AS raw_same
@@ -401,7 +422,7 @@ pub async fn store_batch(
         .bind(&m_cust)
         .bind(&m_id)
         .bind(&m_raw)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
         {
             stored_services
@@ -417,10 +438,11 @@ pub async fn store_batch(
         let no_subs = Vec::new();
         let no_services = Vec::new();
         let stored = stored_subs.get(&f.customer).unwrap_or(&no_subs);
-        let sub_ops = diff(&f.subscriptions, stored);
+        let sub_ops = diff(&f.subscriptions, &f.scope, stored);
         let ms_ops = match &f.services {
             Some(fetched) => diff(
                 fetched,
+                &Scope::AllPartners,
                 stored_services.get(&f.customer).unwrap_or(&no_services),
             ),
             None => Vec::new(),
@@ -435,7 +457,7 @@ pub async fn store_batch(
         let mut rows = 0;
         for op in &sub_ops {
             match op {
-                Op::Added(s) | Op::Readded(s, _) => {
+                Op::Added(s) | Op::Readded(s, _) | Op::Tracked(s, _) => {
                     writes.subs.push((f.customer, s, raw_of(&s.id)));
                     writes.opening.push((f.customer, s.id.clone()));
                     rows += 1;
@@ -455,12 +477,21 @@ pub async fn store_batch(
                     writes.closing.push((f.customer, id.clone()));
                     rows += 1;
                 }
+                Op::Untracked(id) => {
+                    writes.sub_untracked.push((f.customer, id.clone()));
+                    writes.closing.push((f.customer, id.clone()));
+                    rows += 1;
+                }
             }
         }
         let services = f.services.as_deref().unwrap_or_default();
         for op in &ms_ops {
             match op {
-                Op::Added(m) | Op::Readded(m, _) | Op::Changed(m, _) | Op::RawChanged(m) => {
+                Op::Added(m)
+                | Op::Readded(m, _)
+                | Op::Tracked(m, _)
+                | Op::Changed(m, _)
+                | Op::RawChanged(m) => {
                     let raw = services
                         .iter()
                         .position(|x| x.id == m.id)
@@ -469,7 +500,7 @@ pub async fn store_batch(
                     writes.services.push((f.customer, m, raw));
                     rows += 1;
                 }
-                Op::Removed(id) => {
+                Op::Removed(id) | Op::Untracked(id) => {
                     writes.service_removed.push((f.customer, id.clone()));
                     rows += 1;
                 }
@@ -486,14 +517,14 @@ pub async fn store_batch(
             rows_written: rows,
         });
     }
-    execute_writes(pool, run_id, batch, &writes).await?;
+    execute_writes(conn, run_id, batch, &writes).await?;
     Ok(outcomes)
 }
 
 async fn execute_writes(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     run_id: Uuid,
-    batch: &[Fetched],
+    batch: &[CustomerSnapshot],
     w: &Writes<'_>,
 ) -> Result<(), sqlx::Error> {
     let subs = &w.subs;
@@ -517,6 +548,7 @@ async fn execute_writes(
     let (cl_c, cl_s) = pairs(&w.closing);
     let (op_c, op_s) = pairs(&w.opening);
     let (msr_c, msr_s) = pairs(&w.service_removed);
+    let (un_c, un_s) = pairs(&w.sub_untracked);
     let ev = &w.events;
     sqlx::query_scalar::<_, i64>(&write_statement())
         .bind(subs.iter().map(|(c, _, _)| *c).collect::<Vec<_>>())
@@ -581,7 +613,9 @@ async fn execute_writes(
         .bind(ev.iter().map(|(_, e)| e.new.as_deref()).collect::<Vec<_>>())
         .bind(batch.iter().map(|f| f.customer).collect::<Vec<_>>())
         .bind(batch.iter().map(|f| f.attempt_started).collect::<Vec<_>>())
-        .fetch_one(pool)
+        .bind(un_c)
+        .bind(un_s)
+        .fetch_one(conn)
         .await?;
     Ok(())
 }
@@ -590,7 +624,7 @@ async fn execute_writes(
 /// are recorded.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_customer_failure(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     run_id: Uuid,
     customer: Uuid,
     attempt_started: DateTime<Utc>,
@@ -600,7 +634,7 @@ pub async fn record_customer_failure(
     request_id: Option<&str>,
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query(
         "UPDATE pcsync.customers SET last_attempt_at = $2, last_status = 'failed', last_error = $3
          WHERE customer_id = $1",
@@ -655,11 +689,11 @@ pub async fn record_error(
 /// Upserts the listed customers (rewriting a row only when something in it changed) and marks
 /// those no longer listed. Never deletes.
 pub async fn upsert_customers(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     source: &str,
     customers: &[ListedCustomer],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query(
         "INSERT INTO pcsync.customers AS c (customer_id, mpn_id, company_name, domain, relationship, source)
          SELECT u.*, $6 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u
@@ -692,4 +726,19 @@ pub async fn upsert_customers(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// The customer's tracked, present subscriptions as (id, partner): what one answer could
+/// remove, for the second-look check before a mass removal.
+pub async fn tracked_subscriptions(
+    pool: &sqlx::PgPool,
+    customer: Uuid,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT subscription_id, partner_id FROM pcsync.subscriptions
+         WHERE customer_id = $1 AND removed_at IS NULL AND untracked_at IS NULL",
+    )
+    .bind(customer)
+    .fetch_all(pool)
+    .await
 }

@@ -7,6 +7,7 @@ use pcsync::config::{Settings, Sources};
 use pcsync::simulator::{SimConfig, Simulator};
 use pcsync::sync::{self, PassReport, Trigger};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use super::TestDb;
 
@@ -56,10 +57,14 @@ pub fn settings(s: &Setup, extra: &[(&str, &str)]) -> Settings {
 
 /// One pass in this process, never stopped.
 pub async fn pass(s: &Setup, extra: &[(&str, &str)]) -> PassReport {
-    let (_tx, stop) = tokio::sync::watch::channel(false);
-    sync::run_pass(&settings(s, extra), &s.db.pool, Trigger::Test, stop)
-        .await
-        .expect("the pass runs")
+    sync::run_pass(
+        &settings(s, extra),
+        &s.db.pool,
+        Trigger::Test,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the pass runs")
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
