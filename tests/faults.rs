@@ -577,3 +577,70 @@ async fn a_mass_removal_needs_two_answers_that_agree() {
         held
     );
 }
+
+/// A pass that cannot stop on its own (its database writes are blocked) still ends within
+/// `sync.shutdown_grace_secs` of SIGTERM; and a second signal ends it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_pass_exits_within_the_grace_period_or_at_a_second_signal() {
+    for (grace, second_signal) in [("2", false), ("60", true)] {
+        let s = setup(SimConfig {
+            customers: 3,
+            ..SimConfig::default()
+        })
+        .await;
+        // Hold the customers table: the pass blocks on its first write to it.
+        let mut blocker = s.db.pool.begin().await.expect("tx");
+        sqlx::query("LOCK TABLE pcsync.customers IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *blocker)
+            .await
+            .expect("lock");
+        let child = pcsync_command(&s, &[("PCSYNC__SYNC__SHUTDOWN_GRACE_SECS", grace)])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id().expect("pid").to_string();
+        for _ in 0..100 {
+            if count(
+                &s.db.pool,
+                "SELECT count(*) FROM pcsync.sync_runs WHERE status = 'running'",
+            )
+            .await
+                == 1
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let term = || {
+            tokio::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+        };
+        let sent = Instant::now();
+        assert!(term().await.expect("kill").success());
+        if second_signal {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(term().await.expect("kill").success());
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("pcsync ended")
+            .expect("ends");
+        let took = sent.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(143),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if second_signal {
+            assert!(took < Duration::from_secs(3), "second signal: {took:?}");
+        } else {
+            assert!(
+                took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+                "grace of 2 s: {took:?}"
+            );
+        }
+        blocker.rollback().await.expect("release");
+    }
+}
