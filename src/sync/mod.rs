@@ -28,7 +28,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{AuthMode, CustomerSource, Settings};
-use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
+use crate::partner_center::{
+    ApiError, Complete, PartnerCenterClient, RefreshTokenStore, Subscription,
+};
 use customers::ListedCustomer;
 use diff::Scope;
 use lock::{LockLost, PassLock};
@@ -610,17 +612,14 @@ async fn write_all(
                                     lock: Err(lost),
                                 };
                             }
-                            let failure = CustomerFailure {
-                                customer: one.customer,
-                                attempt_started: one.attempt_started,
-                                operation: "store",
-                                http_status: None,
-                                code: None,
-                                request_id: None,
-                                message: format!(
+                            let failure = plain_failure(
+                                one.customer,
+                                one.attempt_started,
+                                "store",
+                                format!(
                                     "storing the customer's data failed (nothing was written): {e}"
                                 ),
-                            };
+                            );
                             tracing::warn!(customer_id = %one.customer, error = %failure.message, "customer not stored");
                             if let Err(e2) = record_failure(&mut lock, run_id, &failure).await {
                                 tracing::error!(error = %e2, "could not record the customer's failure");
@@ -703,7 +702,26 @@ async fn sync_customer(ctx: Arc<TaskContext>, customer: ListedCustomer) -> Custo
     };
     let subscriptions = match second_look(&ctx, &customer, &scope, subscriptions).await {
         Ok(s) => s,
-        Err(result) => return result(attempt_started),
+        Err(NotConfirmed::Cancelled) => return CustomerResult::Cancelled,
+        Err(NotConfirmed::Fetch(e)) => return failed("get_subscriptions", &e),
+        Err(NotConfirmed::Store(e)) => {
+            let message =
+                format!("reading the stored subscriptions failed (nothing was written): {e}");
+            return CustomerResult::Failed(plain_failure(
+                customer.id,
+                attempt_started,
+                "store",
+                message,
+            ));
+        }
+        Err(NotConfirmed::Disagreed(message)) => {
+            return CustomerResult::Failed(plain_failure(
+                customer.id,
+                attempt_started,
+                "second_look",
+                message,
+            ));
+        }
     };
     CustomerResult::Fetched(store::CustomerSnapshot {
         customer: customer.id,
@@ -714,7 +732,13 @@ async fn sync_customer(ctx: Arc<TaskContext>, customer: ListedCustomer) -> Custo
     })
 }
 
-type Deferred = Box<dyn FnOnce(DateTime<Utc>) -> CustomerResult + Send>;
+/// Why an answer that would remove most of a customer's subscriptions was not applied.
+enum NotConfirmed {
+    Cancelled,
+    Fetch(ApiError),
+    Store(sqlx::Error),
+    Disagreed(String),
+}
 
 /// The subscriptions to store. When this answer would remove more than half of the customer's
 /// tracked subscriptions (and at least 2), the customer is fetched once more after a pause,
@@ -723,35 +747,19 @@ async fn second_look(
     ctx: &TaskContext,
     customer: &ListedCustomer,
     scope: &Scope,
-    first: crate::partner_center::Complete<crate::partner_center::Subscription>,
-) -> Result<crate::partner_center::Complete<crate::partner_center::Subscription>, Deferred> {
-    let id = customer.id;
-    let tracked = match store::tracked_subscriptions(&ctx.pool, id).await {
-        Ok(t) => t,
-        Err(e) => {
-            let message =
-                format!("reading the stored subscriptions failed (nothing was written): {e}");
-            return Err(Box::new(move |at| {
-                CustomerResult::Failed(CustomerFailure {
-                    customer: id,
-                    attempt_started: at,
-                    operation: "store",
-                    http_status: None,
-                    code: None,
-                    request_id: None,
-                    message,
-                })
-            }));
-        }
-    };
-    let removals = |answer: &[crate::partner_center::Subscription]| -> BTreeSet<String> {
+    first: Complete<Subscription>,
+) -> Result<Complete<Subscription>, NotConfirmed> {
+    let tracked = store::tracked_subscriptions(&ctx.pool, customer.id)
+        .await
+        .map_err(NotConfirmed::Store)?;
+    let removals = |answer: &[Subscription]| -> BTreeSet<String> {
         let present: HashSet<&str> = answer.iter().map(|s| s.id.as_str()).collect();
         tracked
             .iter()
-            .filter(|(sid, partner)| {
-                scope.covers(partner.as_deref()) && !present.contains(sid.as_str())
+            .filter(|(id, partner)| {
+                scope.covers(partner.as_deref()) && !present.contains(id.as_str())
             })
-            .map(|(sid, _)| sid.clone())
+            .map(|(id, _)| id.clone())
             .collect()
     };
     let first_removals = removals(&first);
@@ -765,21 +773,17 @@ async fn second_look(
         "one answer would remove most of the customer's subscriptions; asking again before believing it"
     );
     tokio::select! {
-        _ = ctx.cancel.cancelled() => return Err(Box::new(|_| CustomerResult::Cancelled)),
+        _ = ctx.cancel.cancelled() => return Err(NotConfirmed::Cancelled),
         _ = tokio::time::sleep(SECOND_LOOK_PAUSE) => {}
     }
     let second = match ctx
         .client
-        .subscriptions(id, customer.mpn_id.as_deref())
+        .subscriptions(customer.id, customer.mpn_id.as_deref())
         .await
     {
         Ok(s) => s,
-        Err(ApiError::Cancelled) => return Err(Box::new(|_| CustomerResult::Cancelled)),
-        Err(e) => {
-            return Err(Box::new(move |at| {
-                failure_of(id, at, "get_subscriptions", &e)
-            }));
-        }
+        Err(ApiError::Cancelled) => return Err(NotConfirmed::Cancelled),
+        Err(e) => return Err(NotConfirmed::Fetch(e)),
     };
     let second_removals = removals(&second);
     if second_removals == first_removals {
@@ -792,17 +796,24 @@ async fn second_look(
         second_removals.len()
     );
     tracing::warn!(error = %message, "mass removal not confirmed");
-    Err(Box::new(move |at| {
-        CustomerResult::Failed(CustomerFailure {
-            customer: id,
-            attempt_started: at,
-            operation: "second_look",
-            http_status: None,
-            code: None,
-            request_id: None,
-            message,
-        })
-    }))
+    Err(NotConfirmed::Disagreed(message))
+}
+
+fn plain_failure(
+    customer: Uuid,
+    attempt_started: DateTime<Utc>,
+    operation: &'static str,
+    message: String,
+) -> CustomerFailure {
+    CustomerFailure {
+        customer,
+        attempt_started,
+        operation,
+        http_status: None,
+        code: None,
+        request_id: None,
+        message,
+    }
 }
 
 /// A failed fetch, logged, as the writer will record it.
