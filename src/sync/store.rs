@@ -271,10 +271,12 @@ fn write_statement() -> String {
             RETURNING 1
         ),
         cu AS (
+            -- Only a change of state is written: a customer that was fine stays untouched.
             UPDATE pcsync.customers c SET last_attempt_at = a.attempt, last_success_at = now(),
-                last_status = 'succeeded', last_error = NULL
+                last_status = 'succeeded', last_error = NULL, failing_since = NULL,
+                access_lost_at = NULL
             FROM UNNEST($49::uuid[], $50::timestamptz[]) AS a(customer_id, attempt)
-            WHERE c.customer_id = a.customer_id
+            WHERE c.customer_id = a.customer_id AND c.last_status <> 'succeeded'
             RETURNING 1
         )
         SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm) + (SELECT count(*) FROM untr)
@@ -635,13 +637,18 @@ pub async fn record_customer_failure(
     message: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
+    // 403 with code 20002: the customer removed the partner (or its admin rights).
+    let access_lost = http_status == Some(403) && error_code == Some("20002");
     sqlx::query(
-        "UPDATE pcsync.customers SET last_attempt_at = $2, last_status = 'failed', last_error = $3
+        "UPDATE pcsync.customers SET last_attempt_at = $2, last_status = 'failed', last_error = $3,
+            failing_since = CASE WHEN last_status = 'failed' THEN failing_since ELSE $2 END,
+            access_lost_at = CASE WHEN $4 THEN coalesce(access_lost_at, $2) END
          WHERE customer_id = $1",
     )
     .bind(customer)
     .bind(attempt_started)
     .bind(message)
+    .bind(access_lost)
     .execute(&mut *tx)
     .await?;
     record_error(

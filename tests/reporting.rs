@@ -1,0 +1,163 @@
+//! The reporting schema (issue 10) as an analyst meets it: views over a real PostgreSQL
+//! database filled by real passes against the simulator.
+#![cfg(feature = "simulator")]
+#![allow(clippy::type_complexity)]
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::sim::{count, pass, setup};
+use pcsync::simulator::{Change, FaultKind, FaultRule, Knobs, SimConfig};
+use pcsync::sync::RunStatus;
+use uuid::Uuid;
+
+async fn in_view(pool: &sqlx::PgPool, view: &str, customer: Uuid) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM pcsync.{view} WHERE customer_id = $1"
+    ))
+    .bind(customer)
+    .fetch_one(pool)
+    .await
+    .expect(view)
+}
+
+/// `customer_health` says who is failing, since when, who lost access and who left the list;
+/// the current views leave out customers that left or lost access.
+#[tokio::test]
+async fn customer_health_and_the_current_views() {
+    let s = setup(SimConfig {
+        customers: 6,
+        ..SimConfig::default()
+    })
+    .await;
+    let first = pass(&s, &[]).await;
+    assert_eq!(first.status, RunStatus::Succeeded);
+    let ids = s.sim.customer_ids();
+    let (lost, failing, left, healthy) = (ids[1], ids[2], ids[3], ids[4]);
+    for id in [lost, failing, left, healthy] {
+        assert!(in_view(&s.db.pool, "current_subscriptions", id).await > 0);
+        assert!(in_view(&s.db.pool, "license_totals", id).await > 0);
+    }
+
+    s.sim
+        .apply(Change::RemoveRelationship { customer_id: lost })
+        .expect("403");
+    s.sim.set_knobs(Knobs {
+        faults: vec![FaultRule::always(FaultKind::Status500).for_customer(failing)],
+        ..Knobs::default()
+    });
+    let csv = std::fs::read_to_string(&s.csv).expect("csv");
+    let without_left: String = csv
+        .lines()
+        .filter(|l| !l.starts_with(&left.to_string()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&s.csv, without_left).expect("csv");
+    let second = pass(&s, &[]).await;
+    assert_eq!(second.status, RunStatus::Partial);
+    let first_finished: DateTime<Utc> =
+        sqlx::query_scalar("SELECT finished_at FROM pcsync.sync_runs WHERE run_id = $1")
+            .bind(first.run_id)
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("run");
+    let second_finished: DateTime<Utc> =
+        sqlx::query_scalar("SELECT finished_at FROM pcsync.sync_runs WHERE run_id = $1")
+            .bind(second.run_id)
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("run");
+
+    let health = |id: Uuid| {
+        let pool = s.db.pool.clone();
+        async move {
+            let row: (
+                bool,
+                String,
+                Option<DateTime<Utc>>,
+                Option<DateTime<Utc>>,
+                Option<String>,
+                bool,
+            ) = sqlx::query_as(
+                "SELECT listed, status, last_confirmed_at, failing_since, last_error_code, access_lost
+                 FROM pcsync.customer_health WHERE customer_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("health");
+            row
+        }
+    };
+    let (listed, status, confirmed, since, code, access_lost) = health(lost).await;
+    assert!(listed);
+    assert_eq!(status, "failed");
+    assert_eq!(
+        confirmed,
+        Some(first_finished),
+        "last confirmed by the first pass"
+    );
+    assert!(since.is_some());
+    assert_eq!(code.as_deref(), Some("20002"));
+    assert!(access_lost);
+
+    let (_, status, confirmed, since, code, access_lost) = health(failing).await;
+    assert_eq!(status, "failed");
+    assert_eq!(confirmed, Some(first_finished));
+    assert!(since.is_some());
+    assert_eq!(code.as_deref(), Some("500"));
+    assert!(!access_lost);
+
+    let (listed, _, confirmed, _, _, _) = health(left).await;
+    assert!(!listed);
+    assert_eq!(
+        confirmed,
+        Some(first_finished),
+        "not confirmed after it left"
+    );
+
+    let (listed, status, confirmed, since, code, access_lost) = health(healthy).await;
+    assert!(listed);
+    assert_eq!(status, "succeeded");
+    assert_eq!(confirmed, Some(second_finished));
+    assert_eq!((since, code, access_lost), (None, None, false));
+
+    // Lost access and left the list: out of the current views. Failing: still there, with
+    // the data of its last confirmation.
+    for id in [lost, left] {
+        assert_eq!(in_view(&s.db.pool, "current_subscriptions", id).await, 0);
+        assert_eq!(in_view(&s.db.pool, "license_totals", id).await, 0);
+    }
+    for id in [failing, healthy] {
+        assert!(in_view(&s.db.pool, "current_subscriptions", id).await > 0);
+    }
+    let as_of: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT DISTINCT data_as_of FROM pcsync.current_subscriptions WHERE customer_id = $1",
+    )
+    .bind(failing)
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("as of");
+    assert_eq!(as_of, Some(first_finished));
+
+    // Access comes back: the customer is healthy and in the views again.
+    s.sim
+        .apply(Change::RestoreRelationship { customer_id: lost })
+        .expect("restore");
+    s.sim.set_knobs(Knobs::default());
+    pass(&s, &[]).await;
+    let (_, status, _, since, _, access_lost) = health(lost).await;
+    assert_eq!(
+        (status.as_str(), since, access_lost),
+        ("succeeded", None, false)
+    );
+    assert!(in_view(&s.db.pool, "current_subscriptions", lost).await > 0);
+    assert_eq!(
+        count(
+            &s.db.pool,
+            "SELECT count(*) FROM pcsync.customers WHERE access_lost_at IS NOT NULL"
+        )
+        .await,
+        0
+    );
+}
