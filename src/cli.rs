@@ -265,8 +265,8 @@ async fn run(settings: &Settings, once: bool) -> Exit {
             return Exit::Fatal;
         }
     };
-    if let Err(e) = db::migrate(&pool).await {
-        tracing::error!(error = %e, "migration failed");
+    if let Err(e) = db::prepare_schema(&pool, settings.database.migrate_on_start).await {
+        tracing::error!(error = %e, "the database schema is not ready");
         return Exit::Fatal;
     }
     let shutdown = Shutdown::listen();

@@ -52,6 +52,9 @@ pub struct DatabaseSettings {
     /// May hold a password, hence secret; use [`DatabaseSettings::redacted_url`] to show it.
     pub url: SecretString,
     pub max_connections: u32,
+    /// Apply pending migrations when `pcsync run` starts (needs the owner's rights); when
+    /// false, a schema that is not current stops the run with what to do.
+    pub migrate_on_start: bool,
 }
 
 impl DatabaseSettings {
@@ -66,6 +69,7 @@ impl fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &self.redacted_url())
             .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }
 }
@@ -240,6 +244,7 @@ struct RawSettings {
 struct RawDatabase {
     url: Option<String>,
     max_connections: Option<String>,
+    migrate_on_start: Option<String>,
 }
 
 // Hand-written: the URL may carry a password.
@@ -248,6 +253,7 @@ impl fmt::Debug for RawDatabase {
         f.debug_struct("RawDatabase")
             .field("url", &self.url.as_deref().map(redact_url))
             .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }
 }
@@ -550,6 +556,12 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             1,
             1000,
             10,
+        )?,
+        migrate_on_start: choice(
+            "database.migrate_on_start",
+            raw.database.migrate_on_start,
+            &[("true", true), ("false", false)],
+            true,
         )?,
     };
 

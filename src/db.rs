@@ -28,6 +28,10 @@ pub enum DbError {
         "migrating the database failed: {0}. Migrations are forward-only; a database changed by hand may need repair"
     )]
     Migrate(String),
+    #[error(
+        "the database schema is not current and database.migrate_on_start is false: run `pcsync migrate` as the schema's owner"
+    )]
+    SchemaNotCurrent,
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
 }
@@ -61,39 +65,52 @@ fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
 }
 
 /// Connects, creating the database first when it does not exist yet (a fresh server should
-/// need no manual step).
+/// need no manual step). An existing database is connected to directly: no `CREATEDB` right and
+/// no access to the server's maintenance database is needed then.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
-    let url = settings.url.expose_secret();
-    match Postgres::database_exists(url).await {
-        Ok(true) => {}
-        Ok(false) => {
-            Postgres::create_database(url)
+    let options = options(settings)?;
+    match open_pool(settings.max_connections, options.clone()).await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            Postgres::create_database(settings.url.expose_secret())
                 .await
                 .map_err(|e| DbError::Create {
                     url: settings.redacted_url(),
                     reason: connect_reason(&e),
                 })?;
             tracing::info!(url = %settings.redacted_url(), "created the database");
+            open_pool(settings.max_connections, options).await
         }
-        Err(e) => {
-            return Err(DbError::Connect {
-                url: settings.redacted_url(),
-                reason: connect_reason(&e),
-            });
-        }
+        other => other,
     }
+    .map_err(|e| DbError::Connect {
+        url: settings.redacted_url(),
+        reason: connect_reason(&e),
+    })
+}
+
+async fn open_pool(max_connections: u32, options: PgConnectOptions) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         // A broken connection shows on its next query anyway; a ping before every
         // acquire would double the round trips of a pass.
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options(settings)?)
+        .connect_with(options)
         .await
-        .map_err(|e| DbError::Connect {
-            url: settings.redacted_url(),
-            reason: connect_reason(&e),
-        })
+}
+
+/// Brings the schema up to date when `database.migrate_on_start` allows, touching nothing when
+/// it is current (so a role without DDL rights can run pcsync); otherwise says what to do.
+pub async fn prepare_schema(pool: &PgPool, migrate_on_start: bool) -> Result<(), DbError> {
+    if schema_current(pool).await {
+        return Ok(());
+    }
+    if !migrate_on_start {
+        return Err(DbError::SchemaNotCurrent);
+    }
+    let applied = migrate(pool).await?;
+    tracing::info!(applied, "migrations applied");
+    Ok(())
 }
 
 /// Applies pending migrations; a no-op when the schema is current. sqlx's own bookkeeping

@@ -161,3 +161,128 @@ async fn customer_health_and_the_current_views() {
         0
     );
 }
+
+/// `pcsync_reader` (made by a migration) reads every table and view of `pcsync`, including
+/// ones added by later migrations, and neither writes nor sees `pcsync_private`.
+#[tokio::test]
+async fn the_reader_role_reads_every_view_and_nothing_private() {
+    let s = setup(SimConfig {
+        customers: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    let mut conn = s.db.pool.acquire().await.expect("conn");
+    let relations: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'pcsync' AND c.relkind IN ('r', 'v') ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("relations");
+    for view in [
+        "current_subscriptions",
+        "license_totals",
+        "recent_changes",
+        "customer_health",
+    ] {
+        assert!(relations.iter().any(|r| r == view), "{view} exists");
+    }
+    sqlx::query("SET ROLE pcsync_reader")
+        .execute(&mut *conn)
+        .await
+        .expect("the role exists");
+    for r in &relations {
+        sqlx::query(&format!("SELECT * FROM pcsync.{r} LIMIT 1"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("pcsync_reader cannot read {r}: {e}"));
+    }
+    for forbidden in [
+        "SELECT * FROM pcsync_private.refresh_tokens",
+        "UPDATE pcsync.customers SET company_name = 'x'",
+        "DELETE FROM pcsync.change_events",
+        "CREATE TABLE pcsync.mine (x int)",
+    ] {
+        let e = sqlx::query(forbidden)
+            .execute(&mut *conn)
+            .await
+            .expect_err(forbidden);
+        assert!(
+            e.to_string().contains("permission denied"),
+            "{forbidden}: {e}"
+        );
+    }
+    sqlx::query("RESET ROLE")
+        .execute(&mut *conn)
+        .await
+        .expect("reset");
+    let ext_schema: String = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname = 'btree_gist'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("btree_gist");
+    assert_eq!(
+        ext_schema, "pcsync_ext",
+        "extensions live apart from the data"
+    );
+}
+
+/// `pcsync run` works as a writer role without DDL rights once the schema is current (as the
+/// README's three-role setup grants it), and never needs CREATEDB for an existing database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_works_as_a_writer_role_without_ddl_rights() {
+    let s = setup(SimConfig {
+        customers: 4,
+        ..SimConfig::default()
+    })
+    .await;
+    let writer = format!("pcsync_writer_{}", Uuid::new_v4().simple());
+    for grant in [
+        format!("CREATE ROLE {writer} LOGIN NOCREATEDB NOCREATEROLE"),
+        format!("GRANT USAGE ON SCHEMA pcsync, pcsync_private TO {writer}"),
+        format!("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA pcsync TO {writer}"),
+        format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA pcsync TO {writer}"),
+        format!("GRANT SELECT, INSERT, UPDATE ON pcsync_private.refresh_tokens TO {writer}"),
+    ] {
+        sqlx::query(&grant)
+            .execute(&s.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{grant}: {e}"));
+    }
+    let may_create: bool =
+        sqlx::query_scalar("SELECT has_schema_privilege($1, 'pcsync', 'CREATE')")
+            .bind(&writer)
+            .fetch_one(&s.db.pool)
+            .await
+            .expect("privilege");
+    assert!(!may_create, "the writer has no DDL rights");
+    let mut url = reqwest::Url::parse(&s.db.url).expect("url");
+    url.set_username(&writer).expect("user");
+    let out = common::sim::pcsync_command(&s, &[("PCSYNC__DATABASE__URL", url.as_str())])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(
+            &s.db.pool,
+            "SELECT count(*) FROM pcsync.sync_runs WHERE status = 'succeeded'"
+        )
+        .await,
+        1
+    );
+    for cleanup in [
+        format!("DROP OWNED BY {writer}"),
+        format!("DROP ROLE {writer}"),
+    ] {
+        let _ = sqlx::query(&cleanup).execute(&s.db.pool).await;
+    }
+}
