@@ -17,12 +17,13 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use pcsync::config::{Settings, Sources};
 use pcsync::partner_center::PartnerCenterClient;
+use pcsync::partner_center::fields::{FieldValue, SUBSCRIPTION_FIELDS};
 use pcsync::pgserver::PgServer;
 use pcsync::simulator::{Knobs, SEED_MPN_ID, SimConfig, Simulator};
 use pcsync::sync::customers::ListedCustomer;
 use pcsync::sync::diff::Scope;
 use pcsync::sync::{self, PassReport, Trigger, store};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
@@ -567,39 +568,24 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
         .execute(&db.pool)
         .await?;
     let mut csv = csv::Writer::from_writer(Vec::new());
-    let ts =
-        |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    // COPY's text for a value: a text[] is an array literal, everything else as events show it.
+    let copy_text = |v: &Option<FieldValue>| match v {
+        None => String::new(),
+        Some(FieldValue::TextList(l)) => format!(
+            "{{{}}}",
+            l.iter()
+                .map(|x| format!("\"{}\"", x.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Some(other) => other.to_text(),
+    };
     for f in &data {
-        for s in &f.subscriptions {
-            csv.write_record([
-                f.customer.to_string(),
-                s.id.clone(),
-                opt(&s.offer_id),
-                opt(&s.offer_name),
-                opt(&s.friendly_name),
-                s.quantity.map(|q| q.to_string()).unwrap_or_default(),
-                opt(&s.unit_type),
-                opt(&s.status),
-                s.auto_renew_enabled
-                    .map(|b| b.to_string())
-                    .unwrap_or_default(),
-                s.is_trial.map(|b| b.to_string()).unwrap_or_default(),
-                opt(&s.billing_type),
-                opt(&s.billing_cycle),
-                opt(&s.term_duration),
-                opt(&s.renewal_term_duration),
-                ts(&s.creation_date),
-                ts(&s.effective_start_date),
-                ts(&s.commitment_end_date),
-                ts(&s.cancellation_allowed_until),
-                opt(&s.partner_id),
-                opt(&s.contract_type),
-                opt(&s.order_id),
-                opt(&s.product_type),
-                opt(&s.publisher_name),
-                Value::Object(s.raw.clone()).to_string(),
-            ])?;
+        for s in f.subscriptions.iter() {
+            let mut record = vec![f.customer.to_string(), s.id.clone()];
+            record.extend(s.values().iter().map(copy_text));
+            record.push(s.raw.get().to_string());
+            csv.write_record(&record)?;
         }
     }
     let bytes = csv.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
@@ -607,11 +593,14 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
     let started = Instant::now();
     let mut copy = conn
         .copy_in_raw(
-            "COPY pcsync.bench_copy (customer_id, subscription_id, offer_id, offer_name, friendly_name,
-                quantity, unit_type, status, auto_renew_enabled, is_trial, billing_type, billing_cycle,
-                term_duration, renewal_term_duration, creation_date, effective_start_date,
-                commitment_end_date, cancellation_allowed_until, partner_id, contract_type, order_id,
-                product_type, publisher_name, raw) FROM STDIN (FORMAT csv)",
+            &format!(
+                "COPY pcsync.bench_copy (customer_id, subscription_id, {}, raw) FROM STDIN (FORMAT csv)",
+                SUBSCRIPTION_FIELDS
+                    .iter()
+                    .map(|f| f.column)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )
         .await?;
     copy.send(bytes.as_slice()).await?;

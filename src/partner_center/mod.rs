@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fields;
 pub mod models;
 pub mod paging;
 pub mod retry;
@@ -219,7 +220,7 @@ impl PartnerCenterClient {
         paging::Pager::new(self, url, op.clone())
             .collect()
             .await?
-            .try_map(|m| Subscription::from_json(m).map_err(|e| self.decode_error(&op, e)))
+            .try_map(|raw| Subscription::from_raw(raw).map_err(|e| self.decode_error(&op, e)))
     }
 
     /// A customer's managed services (App+User tokens only), proven complete.
@@ -232,7 +233,11 @@ impl PartnerCenterClient {
         paging::Pager::new(self, url, op.clone())
             .collect()
             .await?
-            .try_map(|m| ManagedService::from_json(m).map_err(|e| self.decode_error(&op, e)))
+            .try_map(|raw| {
+                models::object_of(&raw)
+                    .and_then(ManagedService::from_json)
+                    .map_err(|e| self.decode_error(&op, e))
+            })
     }
 
     /// The customer list, page by page.

@@ -1,10 +1,19 @@
-//! Typed views of Partner Center's objects, read leniently: unknown fields are kept (in `raw`)
-//! but never fail a parse, empty strings and nulls become `None`, numbers may come as strings,
-//! timestamps carry up to 7 fractional digits. Pure functions, tested without a network.
+//! Typed views of Partner Center's objects: unknown fields are kept (in `raw`) but never fail a
+//! parse, empty strings and nulls are no value, numbers may come as strings, timestamps carry
+//! up to 7 fractional digits, and a value of the wrong type is an error that names it.
+//! Subscriptions are read straight from the answer's bytes: the fields of
+//! [`SUBSCRIPTION_FIELDS`] are picked out and the object's text is kept as it came, with no
+//! JSON tree built for the whole. Pure functions, tested without a network.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+pub use super::fields::parse_timestamp;
+use super::fields::{self, Field, FieldValue, MANAGED_SERVICE_FIELDS, SUBSCRIPTION_FIELDS};
 
 /// Responses may begin with a UTF-8 byte-order mark, which JSON parsers refuse.
 pub fn strip_bom(body: &[u8]) -> &[u8] {
@@ -12,11 +21,11 @@ pub fn strip_bom(body: &[u8]) -> &[u8] {
         .unwrap_or(body)
 }
 
-/// One page of a collection: its items, its `totalCount` if it has one and, if there is one,
-/// the link to the next page.
-#[derive(Debug, Clone, PartialEq)]
+/// One page of a collection: its items (each object's JSON text, as sent), its `totalCount`
+/// if it has one and, if there is one, the link to the next page.
+#[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Map<String, Value>>,
+    pub items: Vec<Box<RawValue>>,
     /// `totalCount` as sent: the page's count for seek-paged lists (customers), the
     /// collection's for the others; checked by the pager.
     pub total_count: Option<u64>,
@@ -35,15 +44,28 @@ pub struct NextLink {
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+/// The collection's envelope; the items stay unparsed text.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "totalCount", default)]
+    total_count: Option<Value>,
+    #[serde(borrow, default)]
+    items: Option<&'a RawValue>,
+    #[serde(default)]
+    links: Option<Value>,
+}
+
 /// A collection page. `items` must be an array (an empty collection sends `[]`): a body
 /// without it proves nothing about what the collection holds.
 pub fn parse_page(body: &[u8]) -> Result<Page, PageError> {
-    let value: Value = serde_json::from_slice(strip_bom(body))
-        .map_err(|e| PageError::Unreadable(format!("invalid JSON: {e}")))?;
-    let Value::Object(mut map) = value else {
+    let body = std::str::from_utf8(strip_bom(body))
+        .map_err(|e| PageError::Unreadable(format!("invalid JSON: not UTF-8 ({e})")))?;
+    if !body.trim_start().starts_with('{') {
         return Err(PageError::Unreadable("expected a JSON object".into()));
-    };
-    let total_count = match map.get("totalCount") {
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(body)
+        .map_err(|e| PageError::Unreadable(format!("invalid JSON: {e}")))?;
+    let total_count = match envelope.total_count {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
         Some(other) => {
@@ -52,47 +74,54 @@ pub fn parse_page(body: &[u8]) -> Result<Page, PageError> {
             )));
         }
     };
-    let items = match map.remove("items") {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|i| match i {
-                Value::Object(m) => Ok(m),
-                _ => Err(PageError::Unreadable(
-                    "an item of the collection is not an object".into(),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None | Some(Value::Null) => {
+    let items = match envelope.items.filter(|i| i.get() != "null") {
+        None => {
             return Err(PageError::Incomplete(format!(
                 "the answer has no \"items\" array (totalCount {})",
                 total_count.map_or("absent".to_string(), |t| t.to_string())
             )));
         }
-        Some(_) => return Err(PageError::Unreadable("\"items\" is not an array".into())),
+        Some(raw) => serde_json::from_str::<Vec<Box<RawValue>>>(raw.get())
+            .map_err(|_| PageError::Unreadable("\"items\" is not an array".into()))?,
     };
-    let next = map.get("links").and_then(|l| l.get("next")).and_then(|n| {
-        let uri = n.get("uri")?.as_str()?.to_string();
-        let headers = n
-            .get("headers")
-            .and_then(Value::as_array)
-            .map(|hs| {
-                hs.iter()
-                    .filter_map(|h| {
-                        Some((
-                            h.get("key")?.as_str()?.to_string(),
-                            h.get("value")?.as_str()?.to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(NextLink { uri, headers })
-    });
+    if items.iter().any(|i| !i.get().starts_with('{')) {
+        return Err(PageError::Unreadable(
+            "an item of the collection is not an object".into(),
+        ));
+    }
+    let next = envelope
+        .links
+        .as_ref()
+        .and_then(|l| l.get("next"))
+        .and_then(|n| {
+            let uri = n.get("uri")?.as_str()?.to_string();
+            let headers = n
+                .get("headers")
+                .and_then(Value::as_array)
+                .map(|hs| {
+                    hs.iter()
+                        .filter_map(|h| {
+                            Some((
+                                h.get("key")?.as_str()?.to_string(),
+                                h.get("value")?.as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(NextLink { uri, headers })
+        });
     Ok(Page {
         items,
         total_count,
         next,
     })
+}
+
+/// An item's JSON text as an object.
+pub fn object_of(raw: &RawValue) -> Result<Map<String, Value>, ParseError> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| ParseError(format!("an item is not an object: {e}")))
 }
 
 /// Why a body is not a usable page.
@@ -106,108 +135,23 @@ pub enum PageError {
     Incomplete(String),
 }
 
-/// A field's value as text: strings (empty = no value) and numbers (ids such as `partnerId`
-/// arrive as either). Anything else is the wrong type.
-fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ParseError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(wrong_type(key, other, "text")),
-    }
-}
-
-fn wrong_type(key: &str, value: &Value, expected: &str) -> ParseError {
-    let mut shown = value.to_string();
-    if shown.len() > 80 {
-        let cut = (0..=80)
-            .rev()
-            .find(|i| shown.is_char_boundary(*i))
-            .unwrap_or(0);
-        shown.truncate(cut);
-        shown.push('…');
-    }
-    ParseError(format!(
-        "field \"{key}\" has the value {shown}, which is not {expected}"
-    ))
-}
-
-/// A whole number, or a string holding one; an empty string is no value.
-fn integer(map: &Map<String, Value>, key: &str) -> Result<Option<i64>, ParseError> {
-    let value = match map.get(key) {
-        None | Some(Value::Null) => return Ok(None),
+/// A text value at `path` in `map` (see [`fields::Kind::Text`]): strings (empty = no value)
+/// and numbers; anything else is the wrong type.
+fn text(map: &Map<String, Value>, path: &[&str]) -> Result<Option<String>, ParseError> {
+    let mut at = match path.first().and_then(|k| map.get(*k)) {
         Some(v) => v,
+        None => return Ok(None),
     };
-    let parsed = match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }),
-        Value::String(s) if s.trim().is_empty() => return Ok(None),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    parsed
-        .map(Some)
-        .ok_or_else(|| wrong_type(key, value, "a whole number"))
-}
-
-/// `true`/`false`, or those words as a string; an empty string is no value.
-fn boolean(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, ParseError> {
-    let value = match map.get(key) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v,
-    };
-    match value {
-        Value::Bool(b) => Ok(Some(*b)),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" => Ok(Some(true)),
-            "false" => Ok(Some(false)),
-            _ => Err(wrong_type(key, value, "true or false")),
-        },
-        _ => Err(wrong_type(key, value, "true or false")),
+    for step in &path[1..] {
+        at = match at.get(*step) {
+            Some(v) => v,
+            None => return Ok(None),
+        };
     }
-}
-
-/// ISO 8601 with up to 7 (or 9) fractional digits; no offset means UTC. Unparseable → `None`
-/// (the raw object still holds it).
-pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    let t = text.trim();
-    if t.is_empty() {
-        return None;
-    }
-    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Some(d.to_utc());
-    }
-    NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })
-        .map(|n| n.and_utc())
-}
-
-/// Truncated to microseconds: PostgreSQL keeps no more, and a value that came back from the
-/// database must compare equal to the one fetched again. An empty string is no value.
-fn timestamp(map: &Map<String, Value>, key: &str) -> Result<Option<DateTime<Utc>>, ParseError> {
-    let value = match map.get(key) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v,
-    };
-    match value {
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => parse_timestamp(s)
-            .and_then(|t| {
-                chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::microseconds(1)).ok()
-            })
-            .map(Some)
-            .ok_or_else(|| wrong_type(key, value, "a date or timestamp (ISO 8601)")),
-        _ => Err(wrong_type(key, value, "a date or timestamp (ISO 8601)")),
+    match fields::read_as(fields::Kind::Text, at, &|| path.join(".")) {
+        Ok(Some(FieldValue::Text(s))) => Ok(Some(s)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(ParseError(e.to_string())),
     }
 }
 
@@ -222,95 +166,140 @@ pub struct Customer {
 
 impl Customer {
     pub fn from_json(map: &Map<String, Value>) -> Result<Customer, ParseError> {
-        let raw_id = text(map, "id")?.ok_or_else(|| ParseError("customer without an id".into()))?;
+        let raw_id =
+            text(map, &["id"])?.ok_or_else(|| ParseError("customer without an id".into()))?;
         let id = Uuid::try_parse(&raw_id)
             .map_err(|_| ParseError(format!("customer id {raw_id:?} is not a GUID")))?;
         let in_customer = |e: ParseError| ParseError(format!("customer {id}: {e}"));
-        let profile = map
-            .get("companyProfile")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
         Ok(Customer {
             id,
-            company_name: text(&profile, "companyName").map_err(in_customer)?,
-            domain: text(&profile, "domain").map_err(in_customer)?,
-            relationship: text(map, "relationshipToPartner").map_err(in_customer)?,
+            company_name: text(map, &["companyProfile", "companyName"]).map_err(in_customer)?,
+            domain: text(map, &["companyProfile", "domain"]).map_err(in_customer)?,
+            relationship: text(map, &["relationshipToPartner"]).map_err(in_customer)?,
         })
     }
 }
 
-/// A subscription: the business fields typed, the whole object in `raw`.
-#[derive(Debug, Clone, PartialEq)]
+/// A subscription: the fields of [`SUBSCRIPTION_FIELDS`] typed, the whole object's text in
+/// `raw`, as Partner Center sent it.
+#[derive(Debug, Clone)]
 pub struct Subscription {
     pub id: String,
-    pub offer_id: Option<String>,
-    pub offer_name: Option<String>,
-    pub friendly_name: Option<String>,
-    pub quantity: Option<i64>,
-    pub unit_type: Option<String>,
-    pub status: Option<String>,
-    pub auto_renew_enabled: Option<bool>,
-    pub is_trial: Option<bool>,
-    pub billing_type: Option<String>,
-    pub billing_cycle: Option<String>,
-    pub term_duration: Option<String>,
-    pub renewal_term_duration: Option<String>,
-    pub creation_date: Option<DateTime<Utc>>,
-    pub effective_start_date: Option<DateTime<Utc>>,
-    pub commitment_end_date: Option<DateTime<Utc>>,
-    pub cancellation_allowed_until: Option<DateTime<Utc>>,
-    pub partner_id: Option<String>,
-    pub contract_type: Option<String>,
-    pub order_id: Option<String>,
-    pub product_type: Option<String>,
-    pub publisher_name: Option<String>,
-    pub raw: Map<String, Value>,
+    /// One value per entry of [`SUBSCRIPTION_FIELDS`], in its order.
+    values: Vec<Option<FieldValue>>,
+    pub raw: Box<RawValue>,
+}
+
+impl PartialEq for Subscription {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.values == other.values && self.raw.get() == other.raw.get()
+    }
 }
 
 impl Subscription {
-    /// The typed fields of one Subscription object. A field that is absent, null or an
+    /// Reads one Subscription object from its JSON text. A field that is absent, null or an
     /// empty string is no value; a value of the wrong type is an error naming the
     /// subscription, the field and the value, never a silent `None`.
-    pub fn from_json(map: Map<String, Value>) -> Result<Subscription, ParseError> {
-        let id =
-            text(&map, "id")?.ok_or_else(|| ParseError("subscription without an id".into()))?;
-        let typed = || -> Result<Subscription, ParseError> {
-            let product_type = match map.get("productType") {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(p)) => text(p, "id")?,
-                Some(other) => return Err(wrong_type("productType", other, "an object")),
+    pub fn from_raw(raw: Box<RawValue>) -> Result<Subscription, ParseError> {
+        let (id, values) = {
+            let top: HashMap<String, &RawValue> = serde_json::from_str(raw.get())
+                .map_err(|e| ParseError(format!("a subscription is not a JSON object: {e}")))?;
+            let id = match top
+                .get("id")
+                .map(|r| serde_json::from_str::<Value>(r.get()))
+            {
+                Some(Ok(Value::String(s))) if !s.trim().is_empty() => s,
+                Some(Ok(Value::Number(n))) => n.to_string(),
+                _ => return Err(ParseError("subscription without an id".into())),
             };
-            Ok(Subscription {
-                offer_id: text(&map, "offerId")?,
-                offer_name: text(&map, "offerName")?,
-                friendly_name: text(&map, "friendlyName")?,
-                quantity: integer(&map, "quantity")?,
-                unit_type: text(&map, "unitType")?,
-                status: text(&map, "status")?,
-                auto_renew_enabled: boolean(&map, "autoRenewEnabled")?,
-                is_trial: boolean(&map, "isTrial")?,
-                billing_type: text(&map, "billingType")?,
-                billing_cycle: text(&map, "billingCycle")?,
-                term_duration: text(&map, "termDuration")?,
-                renewal_term_duration: text(&map, "renewalTermDuration")?,
-                creation_date: timestamp(&map, "creationDate")?,
-                effective_start_date: timestamp(&map, "effectiveStartDate")?,
-                commitment_end_date: timestamp(&map, "commitmentEndDate")?,
-                cancellation_allowed_until: timestamp(&map, "cancellationAllowedUntilDate")?,
-                partner_id: text(&map, "partnerId")?,
-                contract_type: text(&map, "contractType")?,
-                order_id: text(&map, "orderId")?,
-                product_type,
-                publisher_name: text(&map, "publisherName")?,
-                id: id.clone(),
-                raw: Map::new(),
-            })
+            let mut nested: HashMap<&str, Value> = HashMap::new();
+            let values = SUBSCRIPTION_FIELDS
+                .iter()
+                .map(|field| read_at(&top, &mut nested, field))
+                .collect::<Result<Vec<_>, fields::WrongType>>()
+                .map_err(|e| ParseError(format!("subscription {id}: {e}")))?;
+            (id, values)
         };
-        let mut sub = typed().map_err(|e| ParseError(format!("subscription {id}: {e}")))?;
-        sub.raw = map;
-        Ok(sub)
+        Ok(Subscription { id, values, raw })
     }
+
+    /// From an object already parsed (tests, the simulator's data).
+    pub fn from_json(map: Map<String, Value>) -> Result<Subscription, ParseError> {
+        let raw = serde_json::value::to_raw_value(&map).map_err(|e| ParseError(e.to_string()))?;
+        Subscription::from_raw(raw)
+    }
+
+    /// A subscription as stored: its values, without the object's text.
+    pub fn stored(id: String, values: Vec<Option<FieldValue>>) -> Subscription {
+        Subscription {
+            id,
+            values,
+            raw: empty_object(),
+        }
+    }
+
+    /// The values, one per entry of [`SUBSCRIPTION_FIELDS`].
+    pub fn values(&self) -> &[Option<FieldValue>] {
+        &self.values
+    }
+
+    /// The value of the field with this column name.
+    pub fn get(&self, column: &str) -> Option<&FieldValue> {
+        SUBSCRIPTION_FIELDS
+            .iter()
+            .position(|f| f.column == column)
+            .and_then(|i| self.values[i].as_ref())
+    }
+
+    /// A text field's value.
+    pub fn text(&self, column: &str) -> Option<&str> {
+        match self.get(column) {
+            Some(FieldValue::Text(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_string()).unwrap_or_else(|_| unreachable!("valid JSON"))
+}
+
+/// The value at `field.path`: the top-level key's text parsed alone, or for deeper paths the
+/// (small) object under the top-level key, parsed once per subscription.
+fn read_at(
+    top: &HashMap<String, &RawValue>,
+    nested: &mut HashMap<&'static str, Value>,
+    field: &Field,
+) -> Result<Option<FieldValue>, fields::WrongType> {
+    let Some((first, rest)) = field.path.split_first() else {
+        return Ok(None);
+    };
+    let Some(raw) = top.get(*first) else {
+        return Ok(None);
+    };
+    let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
+    if rest.is_empty() {
+        return fields::read(field, &parse(raw));
+    }
+    let parent = nested.entry(first).or_insert_with(|| parse(raw));
+    let mut at: &Value = parent;
+    for (depth, step) in rest.iter().enumerate() {
+        at = match at {
+            Value::Null => return Ok(None),
+            Value::Object(m) => match m.get(*step) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            other => {
+                return Err(fields::WrongType {
+                    path: field.path[..=depth].join("."),
+                    shown: other.to_string(),
+                    expected: "an object",
+                });
+            }
+        };
+    }
+    fields::read(field, at)
 }
 
 /// A managed service: a service the partner administers for the customer.
@@ -327,24 +316,21 @@ pub struct ManagedService {
 
 impl ManagedService {
     pub fn from_json(map: Map<String, Value>) -> Result<ManagedService, ParseError> {
-        let id =
-            text(&map, "id")?.ok_or_else(|| ParseError("managed service without an id".into()))?;
-        let in_service = |e: ParseError| ParseError(format!("managed service {id}: {e}"));
-        let links = map
-            .get("links")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let uri = |name: &str| match links.get(name).and_then(Value::as_object) {
-            Some(l) => text(l, "uri").map_err(in_service),
-            None => Ok(None),
-        };
+        let id = text(&map, &["id"])?
+            .ok_or_else(|| ParseError("managed service without an id".into()))?;
+        let mut values = MANAGED_SERVICE_FIELDS
+            .iter()
+            .map(|f| text(&map, f.path))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ParseError(format!("managed service {id}: {e}")))?
+            .into_iter();
+        let mut next = || values.next().flatten();
         Ok(ManagedService {
-            name: text(&map, "name").map_err(in_service)?,
-            group_name: text(&map, "groupName").map_err(in_service)?,
-            admin_service_uri: uri("adminService")?,
-            service_health_uri: uri("serviceHealth")?,
-            service_ticket_uri: uri("serviceTicket")?,
+            name: next(),
+            group_name: next(),
+            admin_service_uri: next(),
+            service_health_uri: next(),
+            service_ticket_uri: next(),
             id,
             raw: map,
         })
@@ -383,7 +369,7 @@ mod tests {
     fn bom_is_stripped_before_parsing() {
         let page = parse_page(b"\xEF\xBB\xBF{\"totalCount\":0,\"items\":[]}").expect("parses");
         assert!(page.items.is_empty());
-        assert_eq!(page.next, None);
+        assert!(page.next.is_none());
     }
 
     #[test]
@@ -448,10 +434,14 @@ mod tests {
         })))
         .expect("parses");
         assert_eq!(
-            (s.quantity, s.auto_renew_enabled, s.commitment_end_date),
+            (
+                s.get("quantity"),
+                s.get("auto_renew_enabled"),
+                s.get("commitment_end_date")
+            ),
             (None, None, None)
         );
-        assert_eq!(s.partner_id.as_deref(), Some("4847383"));
+        assert_eq!(s.text("partner_id"), Some("4847383"));
     }
 
     #[test]
@@ -487,13 +477,17 @@ mod tests {
             "someFieldFromTomorrow": {"nested": [1, 2]}
         })))
         .expect("parses");
-        assert_eq!(s.quantity, Some(2));
-        assert_eq!(s.renewal_term_duration, None, "empty string is no value");
-        assert_eq!(s.term_duration, None);
-        assert_eq!(s.partner_id.as_deref(), Some("4847383"));
-        assert_eq!(s.product_type.as_deref(), Some("OnlineServicesNCE"));
-        assert!(s.creation_date.is_some());
-        assert!(s.raw.contains_key("someFieldFromTomorrow"), "kept in raw");
+        assert_eq!(s.get("quantity"), Some(&FieldValue::Integer(2)));
+        assert_eq!(
+            s.get("renewal_term_duration"),
+            None,
+            "empty string is no value"
+        );
+        assert_eq!(s.get("term_duration"), None);
+        assert_eq!(s.text("partner_id"), Some("4847383"));
+        assert_eq!(s.text("product_type"), Some("OnlineServicesNCE"));
+        assert!(s.get("creation_date").is_some());
+        assert!(s.raw.get().contains("someFieldFromTomorrow"), "kept in raw");
         assert!(Subscription::from_json(obj(json!({"offerId": "x"}))).is_err());
     }
 

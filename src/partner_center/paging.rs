@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::ops::Deref;
 
 use reqwest::Url;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use super::models::{self, ParseError};
 use super::{ApiError, PartnerCenterClient, resolve_next};
@@ -114,7 +114,7 @@ impl<'a> Pager<'a> {
 
     /// The next page's items, `None` after the last page. The last page is handed out only
     /// when the counts of all pages agree.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Map<String, Value>>>, ApiError> {
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Box<RawValue>>>, ApiError> {
         let Some(request) = self.next.take() else {
             return Ok(None);
         };
@@ -139,7 +139,7 @@ impl<'a> Pager<'a> {
     }
 
     /// Every item of every page, proven complete.
-    pub async fn collect(mut self) -> Result<Complete<Map<String, Value>>, ApiError> {
+    pub async fn collect(mut self) -> Result<Complete<Box<RawValue>>, ApiError> {
         let mut items = Vec::new();
         while let Some(page) = self.next_page().await? {
             items.extend(page);
@@ -162,7 +162,7 @@ impl CustomerPager<'_> {
         };
         let mut customers = Vec::with_capacity(items.len());
         for item in &items {
-            match models::Customer::from_json(item) {
+            match models::object_of(item).and_then(|m| models::Customer::from_json(&m)) {
                 Ok(c) => customers.push(c),
                 Err(e) => tracing::warn!(error = %e, "customer list: an item was left out"),
             }

@@ -5,9 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::partner_center::fields::{
+    Field, FieldValue, MANAGED_SERVICE_FIELDS, SUBSCRIPTION_FIELDS,
+};
 use crate::partner_center::{Complete, ManagedService, Subscription};
 
 /// Which stored rows one fetch speaks for.
@@ -36,108 +38,54 @@ impl Scope {
     }
 }
 
-/// An object pcsync keeps a row of: its id, its business fields as text, its raw JSON.
+/// An object pcsync keeps a row of: its id, its business fields, its raw JSON.
 pub trait Entity {
     /// `subscription` or `managed_service`, as in `change_events.entity`.
     const KIND: &'static str;
-    /// Column names of the business fields, in the order of [`Entity::values`].
-    const FIELDS: &'static [&'static str];
+    /// The business fields, in the order of [`Entity::values`].
+    const FIELDS: &'static [Field];
     fn id(&self) -> &str;
     /// The business fields as text (`None` for no value); what change events show.
     fn values(&self) -> Vec<Option<String>>;
-    fn raw(&self) -> &Map<String, Value>;
+    /// The object's whole JSON.
+    fn raw_json(&self) -> Value;
+    /// Whether the two objects' whole JSON is the same (keys in any order).
+    fn same_raw(&self, other: &Self) -> bool {
+        self.raw_json() == other.raw_json()
+    }
     /// The partner that sold it, for objects a partner filter applies to.
     fn partner(&self) -> Option<&str> {
         None
     }
 }
 
-fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
-    t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
-fn num(n: &Option<i64>) -> Option<String> {
-    n.map(|n| n.to_string())
-}
-
-fn flag(b: &Option<bool>) -> Option<String> {
-    b.map(|b| b.to_string())
-}
-
 impl Entity for Subscription {
     const KIND: &'static str = "subscription";
-    const FIELDS: &'static [&'static str] = &[
-        "offer_id",
-        "offer_name",
-        "friendly_name",
-        "quantity",
-        "unit_type",
-        "status",
-        "auto_renew_enabled",
-        "is_trial",
-        "billing_type",
-        "billing_cycle",
-        "term_duration",
-        "renewal_term_duration",
-        "creation_date",
-        "effective_start_date",
-        "commitment_end_date",
-        "cancellation_allowed_until",
-        "partner_id",
-        "contract_type",
-        "order_id",
-        "product_type",
-        "publisher_name",
-    ];
+    const FIELDS: &'static [Field] = SUBSCRIPTION_FIELDS;
 
     fn id(&self) -> &str {
         &self.id
     }
 
     fn values(&self) -> Vec<Option<String>> {
-        vec![
-            self.offer_id.clone(),
-            self.offer_name.clone(),
-            self.friendly_name.clone(),
-            num(&self.quantity),
-            self.unit_type.clone(),
-            self.status.clone(),
-            flag(&self.auto_renew_enabled),
-            flag(&self.is_trial),
-            self.billing_type.clone(),
-            self.billing_cycle.clone(),
-            self.term_duration.clone(),
-            self.renewal_term_duration.clone(),
-            ts(&self.creation_date),
-            ts(&self.effective_start_date),
-            ts(&self.commitment_end_date),
-            ts(&self.cancellation_allowed_until),
-            self.partner_id.clone(),
-            self.contract_type.clone(),
-            self.order_id.clone(),
-            self.product_type.clone(),
-            self.publisher_name.clone(),
-        ]
+        Subscription::values(self)
+            .iter()
+            .map(|v| v.as_ref().map(FieldValue::to_text))
+            .collect()
     }
 
-    fn raw(&self) -> &Map<String, Value> {
-        &self.raw
+    fn raw_json(&self) -> Value {
+        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
     }
 
     fn partner(&self) -> Option<&str> {
-        self.partner_id.as_deref()
+        self.text("partner_id")
     }
 }
 
 impl Entity for ManagedService {
     const KIND: &'static str = "managed_service";
-    const FIELDS: &'static [&'static str] = &[
-        "name",
-        "group_name",
-        "admin_service_uri",
-        "service_health_uri",
-        "service_ticket_uri",
-    ];
+    const FIELDS: &'static [Field] = MANAGED_SERVICE_FIELDS;
 
     fn id(&self) -> &str {
         &self.id
@@ -153,8 +101,8 @@ impl Entity for ManagedService {
         ]
     }
 
-    fn raw(&self) -> &Map<String, Value> {
-        &self.raw
+    fn raw_json(&self) -> Value {
+        Value::Object(self.raw.clone())
     }
 }
 
@@ -205,7 +153,11 @@ fn field_changes<E: Entity>(old: &E, new: &E) -> Vec<FieldChange> {
         .zip(new.values())
         .zip(E::FIELDS)
         .filter(|((o, n), _)| o != n)
-        .map(|((old, new), field)| FieldChange { field, old, new })
+        .map(|((old, new), field)| FieldChange {
+            field: field.column,
+            old,
+            new,
+        })
         .collect()
 }
 
@@ -233,10 +185,7 @@ pub fn diff<'a, E: Entity>(
                 let changes = field_changes(&old.entity, new);
                 if !changes.is_empty() {
                     ops.push(Op::Changed(new, changes));
-                } else if !old
-                    .raw_same
-                    .unwrap_or_else(|| old.entity.raw() == new.raw())
-                {
+                } else if !old.raw_same.unwrap_or_else(|| old.entity.same_raw(new)) {
                     ops.push(Op::RawChanged(new));
                 }
             }
@@ -253,6 +202,44 @@ pub fn diff<'a, E: Entity>(
         }
     }
     ops
+}
+
+/// One place where two JSON values differ; `None` is an absent key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonChange {
+    /// Keys from the top, joined by dots: `links.self.uri`.
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// Where two JSON values differ: objects are compared key by key, anything else whole.
+pub fn json_changes(old: &Value, new: &Value) -> Vec<JsonChange> {
+    let mut out = Vec::new();
+    walk(String::new(), Some(old), Some(new), &mut out);
+    out
+}
+
+fn walk(path: String, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<JsonChange>) {
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(p, a.get(k), b.get(k), out);
+            }
+        }
+        (a, b) if a != b => out.push(JsonChange {
+            path,
+            old: a.cloned(),
+            new: b.cloned(),
+        }),
+        _ => {}
+    }
 }
 
 /// When one answer would remove more than half of a customer's `current` (tracked, present)
@@ -409,9 +396,14 @@ mod tests {
     }
 
     #[test]
-    fn raw_only_changes_are_kept_without_an_event() {
-        let mut newer = sub("a", "active", 5);
-        newer.raw.insert("attentionNeeded".into(), json!(true));
+    fn raw_only_changes_are_told_apart_from_field_changes() {
+        let newer = Subscription::from_json(
+            json!({"id": "a", "status": "active", "quantity": 5, "fieldFromTomorrow": true})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+        .expect("valid");
         let fetched = complete(vec![newer]);
         let ops = diff(
             &fetched,
@@ -419,6 +411,27 @@ mod tests {
             &[stored(sub("a", "active", 5), false)],
         );
         assert!(matches!(&ops[0], Op::RawChanged(_)));
+    }
+
+    #[test]
+    fn json_changes_name_each_path_that_differs() {
+        let old = json!({"a": 1, "links": {"self": {"uri": "/x"}}, "gone": true, "list": [1, 2]});
+        let new = json!({"a": 1, "links": {"self": {"uri": "/y"}}, "list": [1, 3], "new": "n"});
+        let change = |path: &str, old, new| JsonChange {
+            path: path.to_string(),
+            old,
+            new,
+        };
+        assert_eq!(
+            json_changes(&old, &new),
+            vec![
+                change("gone", Some(json!(true)), None),
+                change("links.self.uri", Some(json!("/x")), Some(json!("/y"))),
+                change("list", Some(json!([1, 2])), Some(json!([1, 3]))),
+                change("new", None, Some(json!("n"))),
+            ]
+        );
+        assert!(json_changes(&old, &old).is_empty());
     }
 
     /// SplitMix64, for the randomized property below.

@@ -1,17 +1,26 @@
 //! Writing a customer's fetched objects: read the stored rows, compare, and apply the
 //! difference atomically in one statement (never one statement per row) that also keeps the
 //! history, the change events and the customer's sync status. Unchanged rows are not written.
+//!
+//! A batch goes to PostgreSQL as one JSON document whose parts are read by name with
+//! `jsonb_to_recordset`, and the subscription columns are generated from
+//! [`SUBSCRIPTION_FIELDS`]: no value is matched to its column by position.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, Row};
 
 use uuid::Uuid;
 
 use super::customers::ListedCustomer;
-use super::diff::{Entity, Op, Scope, Stored, diff};
+use super::diff::{Entity, JsonChange, Op, Scope, Stored, diff, json_changes};
+use crate::partner_center::fields::{FieldValue, Kind, SUBSCRIPTION_FIELDS};
 use crate::partner_center::{Complete, ManagedService, Subscription};
 
 /// One change, as written to `change_events` and the log.
@@ -23,9 +32,13 @@ pub struct ChangeEvent {
     pub field: Option<&'static str>,
     pub old: Option<String>,
     pub new: Option<String>,
+    /// For a change only inside the raw JSON (`field = 'raw'`): the paths that changed.
+    pub paths: Option<Vec<String>>,
 }
 
-fn events_of<E: Entity>(ops: &[Op<'_, E>]) -> Vec<ChangeEvent> {
+/// The events of one customer's operations on one kind of object. `old_raw` gives the stored
+/// JSON of a row whose raw JSON alone changed, for its `raw` event.
+fn events_of<E: Entity>(ops: &[Op<'_, E>], old_raw: &HashMap<String, Value>) -> Vec<ChangeEvent> {
     let mut events = Vec::new();
     for op in ops {
         let event = |id: &str, kind: &'static str| ChangeEvent {
@@ -35,6 +48,7 @@ fn events_of<E: Entity>(ops: &[Op<'_, E>]) -> Vec<ChangeEvent> {
             field: None,
             old: None,
             new: None,
+            paths: None,
         };
         match op {
             Op::Added(e) | Op::Readded(e, _) => events.push(event(e.id(), "added")),
@@ -51,155 +65,154 @@ fn events_of<E: Entity>(ops: &[Op<'_, E>]) -> Vec<ChangeEvent> {
             Op::Removed(id) => events.push(event(id, "removed")),
             Op::Untracked(id) => events.push(event(id, "untracked")),
             Op::Tracked(e, _) => events.push(event(e.id(), "tracked")),
-            Op::RawChanged(_) => {}
+            Op::RawChanged(e) => {
+                let Some(old) = old_raw.get(e.id()) else {
+                    continue;
+                };
+                let changes = json_changes(old, &e.raw_json());
+                if changes.is_empty() {
+                    continue;
+                }
+                // {path: value} on each side; an absent key shows as null.
+                let side = |pick: fn(&JsonChange) -> &Option<Value>| {
+                    let map: serde_json::Map<String, Value> = changes
+                        .iter()
+                        .map(|c| (c.path.clone(), pick(c).clone().unwrap_or(Value::Null)))
+                        .collect();
+                    Value::Object(map).to_string()
+                };
+                events.push(ChangeEvent {
+                    field: Some("raw"),
+                    old: Some(side(|c| &c.old)),
+                    new: Some(side(|c| &c.new)),
+                    paths: Some(changes.iter().map(|c| c.path.clone()).collect()),
+                    ..event(e.id(), "changed")
+                });
+            }
         }
     }
     events
 }
 
-#[derive(sqlx::FromRow)]
-struct SubscriptionRow {
-    subscription_id: String,
-    offer_id: Option<String>,
-    offer_name: Option<String>,
-    friendly_name: Option<String>,
-    quantity: Option<i64>,
-    unit_type: Option<String>,
-    status: Option<String>,
-    auto_renew_enabled: Option<bool>,
-    is_trial: Option<bool>,
-    billing_type: Option<String>,
-    billing_cycle: Option<String>,
-    term_duration: Option<String>,
-    renewal_term_duration: Option<String>,
-    creation_date: Option<DateTime<Utc>>,
-    effective_start_date: Option<DateTime<Utc>>,
-    commitment_end_date: Option<DateTime<Utc>>,
-    cancellation_allowed_until: Option<DateTime<Utc>>,
-    partner_id: Option<String>,
-    contract_type: Option<String>,
-    order_id: Option<String>,
-    product_type: Option<String>,
-    publisher_name: Option<String>,
-    removed: bool,
-    untracked: bool,
-    raw_same: bool,
-}
-
-impl From<SubscriptionRow> for Stored<Subscription> {
-    fn from(r: SubscriptionRow) -> Self {
-        Stored {
-            removed: r.removed,
-            untracked: r.untracked,
-            raw_same: Some(r.raw_same),
-            entity: Subscription {
-                id: r.subscription_id,
-                offer_id: r.offer_id,
-                offer_name: r.offer_name,
-                friendly_name: r.friendly_name,
-                quantity: r.quantity,
-                unit_type: r.unit_type,
-                status: r.status,
-                auto_renew_enabled: r.auto_renew_enabled,
-                is_trial: r.is_trial,
-                billing_type: r.billing_type,
-                billing_cycle: r.billing_cycle,
-                term_duration: r.term_duration,
-                renewal_term_duration: r.renewal_term_duration,
-                creation_date: r.creation_date,
-                effective_start_date: r.effective_start_date,
-                commitment_end_date: r.commitment_end_date,
-                cancellation_allowed_until: r.cancellation_allowed_until,
-                partner_id: r.partner_id,
-                contract_type: r.contract_type,
-                order_id: r.order_id,
-                product_type: r.product_type,
-                publisher_name: r.publisher_name,
-                raw: serde_json::Map::new(),
-            },
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ManagedServiceRow {
-    service_id: String,
-    name: Option<String>,
-    group_name: Option<String>,
-    admin_service_uri: Option<String>,
-    service_health_uri: Option<String>,
-    service_ticket_uri: Option<String>,
-    removed: bool,
-    raw_same: bool,
-}
-
-impl From<ManagedServiceRow> for Stored<ManagedService> {
-    fn from(r: ManagedServiceRow) -> Self {
-        Stored {
-            removed: r.removed,
-            untracked: false,
-            raw_same: Some(r.raw_same),
-            entity: ManagedService {
-                id: r.service_id,
-                name: r.name,
-                group_name: r.group_name,
-                admin_service_uri: r.admin_service_uri,
-                service_health_uri: r.service_health_uri,
-                service_ticket_uri: r.service_ticket_uri,
-                raw: serde_json::Map::new(),
-            },
-        }
-    }
-}
-
-const SUBSCRIPTION_COLUMNS: &str = "offer_id, offer_name, friendly_name, quantity, unit_type, status, \
-    auto_renew_enabled, is_trial, billing_type, billing_cycle, term_duration, renewal_term_duration, \
-    creation_date, effective_start_date, commitment_end_date, cancellation_allowed_until, partner_id, \
-    contract_type, order_id, product_type, publisher_name";
-
-/// The business columns, each prefixed with `table.`.
+/// The subscription columns, each prefixed with `table.`.
 fn qualified(table: &str) -> String {
-    SUBSCRIPTION_COLUMNS
-        .split(',')
-        .map(|c| format!("{table}.{}", c.trim()))
+    SUBSCRIPTION_FIELDS
+        .iter()
+        .map(|f| format!("{table}.{}", f.column))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// Every write of a batch of customers as a single statement: data-modifying CTEs run as one
-/// atomic unit, so each customer of the batch is written whole or not at all. The history's
-/// no-overlap constraint is checked at the end (migration 4), so closing a version and opening
-/// the next may share the statement.
+fn columns() -> String {
+    SUBSCRIPTION_FIELDS
+        .iter()
+        .map(|f| f.column)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `column type, ...` for `jsonb_to_recordset`'s record definition.
+fn record_definition() -> String {
+    SUBSCRIPTION_FIELDS
+        .iter()
+        .map(|f| format!("{} {}", f.column, f.kind.sql_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A column of a stored subscription, read as its field's kind.
+fn decode(row: &PgRow, column: &str, kind: Kind) -> Result<Option<FieldValue>, sqlx::Error> {
+    Ok(match kind {
+        Kind::Text => row
+            .try_get::<Option<String>, _>(column)?
+            .map(FieldValue::Text),
+        Kind::Integer => row
+            .try_get::<Option<i64>, _>(column)?
+            .map(FieldValue::Integer),
+        Kind::Boolean => row
+            .try_get::<Option<bool>, _>(column)?
+            .map(FieldValue::Boolean),
+        Kind::Date => row
+            .try_get::<Option<chrono::NaiveDate>, _>(column)?
+            .map(FieldValue::Date),
+        Kind::Timestamp => row
+            .try_get::<Option<DateTime<Utc>>, _>(column)?
+            .map(FieldValue::Timestamp),
+        Kind::Json => row
+            .try_get::<Option<Value>, _>(column)?
+            .map(FieldValue::Json),
+        Kind::TextList => row
+            .try_get::<Option<Vec<String>>, _>(column)?
+            .map(FieldValue::TextList),
+    })
+}
+
+/// A stored row, its customer, and its JSON when it differs from the fetched one.
+struct StoredRow<E> {
+    customer: Uuid,
+    stored: Stored<E>,
+    old_raw: Option<Value>,
+}
+
+fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Error> {
+    let values = SUBSCRIPTION_FIELDS
+        .iter()
+        .map(|f| decode(row, f.column, f.kind))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StoredRow {
+        customer: row.try_get("customer_id")?,
+        old_raw: row.try_get("old_raw")?,
+        stored: Stored {
+            removed: row.try_get("removed")?,
+            untracked: row.try_get("untracked")?,
+            raw_same: Some(row.try_get("raw_same")?),
+            entity: Subscription::stored(row.try_get("subscription_id")?, values),
+        },
+    })
+}
+
+fn stored_service(row: &PgRow) -> Result<StoredRow<ManagedService>, sqlx::Error> {
+    Ok(StoredRow {
+        customer: row.try_get("customer_id")?,
+        old_raw: row.try_get("old_raw")?,
+        stored: Stored {
+            removed: row.try_get("removed")?,
+            untracked: false,
+            raw_same: Some(row.try_get("raw_same")?),
+            entity: ManagedService {
+                id: row.try_get("service_id")?,
+                name: row.try_get("name")?,
+                group_name: row.try_get("group_name")?,
+                admin_service_uri: row.try_get("admin_service_uri")?,
+                service_health_uri: row.try_get("service_health_uri")?,
+                service_ticket_uri: row.try_get("service_ticket_uri")?,
+                raw: serde_json::Map::new(),
+            },
+        },
+    })
+}
+
+/// Every write of a batch of customers as a single statement over one JSON document ($1; the
+/// run id is $2): data-modifying CTEs run as one atomic unit, so each customer of the batch is
+/// written whole or not at all. The history's no-overlap constraint is checked at the end
+/// (migration 4), so closing a version and opening the next may share the statement.
 fn write_statement() -> String {
-    let cols = SUBSCRIPTION_COLUMNS;
-    let old = qualified("s");
-    let new = qualified("EXCLUDED");
-    let u_cols = qualified("u");
+    let cols = columns();
+    let set = SUBSCRIPTION_FIELDS
+        .iter()
+        .map(|f| format!("{0} = EXCLUDED.{0}", f.column))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = |part: &str, alias: &str| {
+        format!("jsonb_to_recordset($1::jsonb -> '{part}') AS {alias}(customer_id uuid, id text)")
+    };
     format!(
         "WITH up AS (
             INSERT INTO pcsync.subscriptions AS s (customer_id, subscription_id, {cols}, raw)
-            SELECT u.customer_id, u.subscription_id, {u_cols}, u.raw::jsonb FROM UNNEST(
-                $1::uuid[], $2::text[],
-                $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::text[],
-                $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[],
-                $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-                $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[])
-                AS u(customer_id, subscription_id, {cols}, raw)
-            ON CONFLICT (customer_id, subscription_id) DO UPDATE SET
-                offer_id = EXCLUDED.offer_id, offer_name = EXCLUDED.offer_name,
-                friendly_name = EXCLUDED.friendly_name, quantity = EXCLUDED.quantity,
-                unit_type = EXCLUDED.unit_type, status = EXCLUDED.status,
-                auto_renew_enabled = EXCLUDED.auto_renew_enabled, is_trial = EXCLUDED.is_trial,
-                billing_type = EXCLUDED.billing_type, billing_cycle = EXCLUDED.billing_cycle,
-                term_duration = EXCLUDED.term_duration,
-                renewal_term_duration = EXCLUDED.renewal_term_duration,
-                creation_date = EXCLUDED.creation_date,
-                effective_start_date = EXCLUDED.effective_start_date,
-                commitment_end_date = EXCLUDED.commitment_end_date,
-                cancellation_allowed_until = EXCLUDED.cancellation_allowed_until,
-                partner_id = EXCLUDED.partner_id, contract_type = EXCLUDED.contract_type,
-                order_id = EXCLUDED.order_id, product_type = EXCLUDED.product_type,
-                publisher_name = EXCLUDED.publisher_name, raw = EXCLUDED.raw,
+            SELECT u.customer_id, u.subscription_id, {u_cols}, u.raw
+            FROM jsonb_to_recordset($1::jsonb -> 'subscriptions')
+                AS u(customer_id uuid, subscription_id text, {record}, raw jsonb)
+            ON CONFLICT (customer_id, subscription_id) DO UPDATE SET {set}, raw = EXCLUDED.raw,
                 changed_at = CASE
                     WHEN s.removed_at IS NOT NULL OR s.untracked_at IS NOT NULL
                       OR ({old}) IS DISTINCT FROM ({new})
@@ -211,38 +224,40 @@ fn write_statement() -> String {
         rm AS (
             UPDATE pcsync.subscriptions s SET removed_at = now(), untracked_at = NULL,
                 changed_at = now()
-            FROM UNNEST($25::uuid[], $26::text[]) AS r(customer_id, id)
+            FROM {removed}
             WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id AND s.removed_at IS NULL
             RETURNING 1
         ),
         untr AS (
             UPDATE pcsync.subscriptions s SET untracked_at = now(), changed_at = now()
-            FROM UNNEST($51::uuid[], $52::text[]) AS r(customer_id, id)
+            FROM {untracked}
             WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id
               AND s.removed_at IS NULL AND s.untracked_at IS NULL
             RETURNING 1
         ),
         closed AS (
             UPDATE pcsync.subscription_history h SET valid_to = now()
-            FROM UNNEST($27::uuid[], $28::text[]) AS c(customer_id, id)
+            FROM {closing}
             WHERE h.customer_id = c.customer_id AND h.subscription_id = c.id AND h.valid_to IS NULL
             RETURNING 1
         ),
         opened AS (
             INSERT INTO pcsync.subscription_history
                 (customer_id, subscription_id, valid_from, run_id, {cols})
-            SELECT up.customer_id, up.subscription_id, now(), $45, {up_cols}
-            FROM up JOIN UNNEST($29::uuid[], $30::text[]) AS o(customer_id, id)
+            SELECT up.customer_id, up.subscription_id, now(), $2, {up_cols}
+            FROM up JOIN {opening}
               ON o.customer_id = up.customer_id AND o.id = up.subscription_id
             RETURNING 1
         ),
         ms_up AS (
             INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
                 admin_service_uri, service_health_uri, service_ticket_uri, raw)
-            SELECT u.customer_id, u.id, u.name, u.grp, u.admin, u.health, u.ticket, u.raw::jsonb
-            FROM UNNEST($31::uuid[], $32::text[], $33::text[], $34::text[], $35::text[],
-                $36::text[], $37::text[], $38::text[])
-                AS u(customer_id, id, name, grp, admin, health, ticket, raw)
+            SELECT u.customer_id, u.id, u.name, u.group_name, u.admin_service_uri,
+                u.service_health_uri, u.service_ticket_uri, u.raw
+            FROM jsonb_to_recordset($1::jsonb -> 'services')
+                AS u(customer_id uuid, id text, name text, group_name text,
+                     admin_service_uri text, service_health_uri text, service_ticket_uri text,
+                     raw jsonb)
             ON CONFLICT (customer_id, service_id) DO UPDATE SET
                 name = EXCLUDED.name, group_name = EXCLUDED.group_name,
                 admin_service_uri = EXCLUDED.admin_service_uri,
@@ -259,15 +274,17 @@ fn write_statement() -> String {
         ),
         ms_rm AS (
             UPDATE pcsync.managed_services m SET removed_at = now(), changed_at = now()
-            FROM UNNEST($39::uuid[], $40::text[]) AS r(customer_id, id)
+            FROM {services_removed}
             WHERE m.customer_id = r.customer_id AND m.service_id = r.id AND m.removed_at IS NULL
             RETURNING 1
         ),
         ev AS (
             INSERT INTO pcsync.change_events
-                (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value)
-            SELECT $45, e.* FROM UNNEST($41::uuid[], $42::text[], $43::text[], $44::text[],
-                $46::text[], $47::text[], $48::text[]) AS e
+                (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths)
+            SELECT $2, e.customer_id, e.entity, e.entity_id, e.kind, e.field, e.old, e.new, e.paths
+            FROM jsonb_to_recordset($1::jsonb -> 'events')
+                AS e(customer_id uuid, entity text, entity_id text, kind text, field text,
+                     old text, new text, paths text[])
             RETURNING 1
         ),
         cu AS (
@@ -275,18 +292,23 @@ fn write_statement() -> String {
             UPDATE pcsync.customers c SET last_attempt_at = a.attempt, last_success_at = now(),
                 last_status = 'succeeded', last_error = NULL, failing_since = NULL,
                 access_lost_at = NULL
-            FROM UNNEST($49::uuid[], $50::timestamptz[]) AS a(customer_id, attempt)
+            FROM jsonb_to_recordset($1::jsonb -> 'customers') AS a(customer_id uuid, attempt timestamptz)
             WHERE c.customer_id = a.customer_id AND c.last_status <> 'succeeded'
             RETURNING 1
         )
         SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm) + (SELECT count(*) FROM untr)
               + (SELECT count(*) FROM ms_up) + (SELECT count(*) FROM ms_rm))::bigint",
+        u_cols = qualified("u"),
         up_cols = qualified("up"),
+        old = qualified("s"),
+        new = qualified("EXCLUDED"),
+        record = record_definition(),
+        removed = key("removed", "r"),
+        untracked = key("untracked", "r"),
+        closing = key("closing", "c"),
+        opening = key("opening", "o"),
+        services_removed = key("services_removed", "r"),
     )
-}
-
-fn raw_text(raw: &serde_json::Map<String, Value>) -> String {
-    serde_json::to_string(raw).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// One customer's complete fetch, ready to store. Its lists are [`Complete`]: only the
@@ -312,314 +334,279 @@ pub struct StoreOutcome {
     pub rows_written: u64,
 }
 
-/// Stored rows of many customers, by customer.
-type StoredBy<E> = HashMap<Uuid, Vec<Stored<E>>>;
-
-/// A stored row with the customer it belongs to.
-#[derive(sqlx::FromRow)]
-struct OfCustomer<T> {
+/// A row named by customer and id.
+#[derive(Serialize)]
+struct Key {
     customer_id: Uuid,
-    #[sqlx(flatten)]
-    row: T,
+    id: String,
 }
 
-/// The batch's arrays for the write statement, customer by customer.
-#[derive(Default)]
-struct Writes<'a> {
-    subs: Vec<(Uuid, &'a Subscription, &'a str)>,
-    sub_removed: Vec<(Uuid, String)>,
-    sub_untracked: Vec<(Uuid, String)>,
-    closing: Vec<(Uuid, String)>,
-    opening: Vec<(Uuid, String)>,
-    services: Vec<(Uuid, &'a ManagedService, &'a str)>,
-    service_removed: Vec<(Uuid, String)>,
-    events: Vec<(Uuid, ChangeEvent)>,
+/// A subscription's typed values as a JSON object keyed by column.
+struct FieldsByColumn<'a>(&'a Subscription);
+
+impl Serialize for FieldsByColumn<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(SUBSCRIPTION_FIELDS.len()))?;
+        for (field, value) in SUBSCRIPTION_FIELDS.iter().zip(self.0.values()) {
+            map.serialize_entry(field.column, &value.as_ref().map(FieldValue::to_json))?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct SubscriptionRecord<'a> {
+    customer_id: Uuid,
+    subscription_id: &'a str,
+    raw: &'a RawValue,
+    #[serde(flatten)]
+    fields: FieldsByColumn<'a>,
+}
+
+#[derive(Serialize)]
+struct ServiceRecord<'a> {
+    customer_id: Uuid,
+    id: &'a str,
+    name: Option<&'a str>,
+    group_name: Option<&'a str>,
+    admin_service_uri: Option<&'a str>,
+    service_health_uri: Option<&'a str>,
+    service_ticket_uri: Option<&'a str>,
+    raw: &'a serde_json::Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct EventRecord<'a> {
+    customer_id: Uuid,
+    entity: &'a str,
+    entity_id: &'a str,
+    kind: &'a str,
+    field: Option<&'a str>,
+    old: Option<&'a str>,
+    new: Option<&'a str>,
+    paths: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct Attempt {
+    customer_id: Uuid,
+    attempt: DateTime<Utc>,
+}
+
+/// Everything one batch writes, by part; sent as one JSON document.
+#[derive(Serialize, Default)]
+struct BatchDocument<'a> {
+    subscriptions: Vec<SubscriptionRecord<'a>>,
+    removed: Vec<Key>,
+    untracked: Vec<Key>,
+    closing: Vec<Key>,
+    opening: Vec<Key>,
+    services: Vec<ServiceRecord<'a>>,
+    services_removed: Vec<Key>,
+    events: Vec<EventRecord<'a>>,
+    customers: Vec<Attempt>,
+}
+
+/// The fetched objects of a batch, for the reads that compare them with the stored ones.
+#[derive(Serialize)]
+struct FetchedRecord<'a, R: Serialize + ?Sized> {
+    customer_id: Uuid,
+    id: &'a str,
+    raw: &'a R,
+}
+
+fn subscription_record(customer_id: Uuid, s: &Subscription) -> SubscriptionRecord<'_> {
+    SubscriptionRecord {
+        customer_id,
+        subscription_id: &s.id,
+        raw: &s.raw,
+        fields: FieldsByColumn(s),
+    }
+}
+
+/// The stored rows for the diff, and the stored JSON of those whose JSON changed, by id.
+fn split<E: Entity>(rows: Vec<StoredRow<E>>) -> (Vec<Stored<E>>, HashMap<String, Value>) {
+    let mut old_raw = HashMap::new();
+    let stored = rows
+        .into_iter()
+        .map(|r| {
+            if let Some(raw) = r.old_raw {
+                old_raw.insert(r.stored.entity.id().to_string(), raw);
+            }
+            r.stored
+        })
+        .collect();
+    (stored, old_raw)
 }
 
 /// Stores a batch of customers' complete fetches: reads what is stored for all of them (two
 /// queries), compares each customer, and writes every change with every customer's sync status
-/// in one atomic statement. PostgreSQL compares the raw JSON, so stored objects are never read
-/// back whole. Runs without an explicit transaction: the pass's advisory lock keeps other
-/// writers away, and the single write statement is atomic.
+/// in one atomic statement. PostgreSQL compares the raw JSON, so stored objects are read back
+/// only when they changed. Runs on the pass's lock connection: its single write statement is
+/// atomic, and the lock keeps other writers away.
 pub async fn store_batch(
     conn: &mut PgConnection,
     run_id: Uuid,
     batch: &[CustomerSnapshot],
 ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
-    // The fetched objects as JSON text: compared with the stored ones by PostgreSQL, and
-    // written as they are when they changed.
-    let sub_raw: Vec<Vec<String>> = batch
+    let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
+    let fetched_subs: Vec<FetchedRecord<'_, RawValue>> = batch
         .iter()
-        .map(|f| f.subscriptions.iter().map(|s| raw_text(&s.raw)).collect())
-        .collect();
-    let ms_raw: Vec<Vec<String>> = batch
-        .iter()
-        .map(|f| {
-            f.services
-                .iter()
-                .flatten()
-                .map(|s| raw_text(&s.raw))
-                .collect()
+        .flat_map(|f| {
+            f.subscriptions.iter().map(|s| FetchedRecord {
+                customer_id: f.customer,
+                id: &s.id,
+                raw: &*s.raw,
+            })
         })
         .collect();
-    let mut f_cust = Vec::new();
-    let mut f_id = Vec::new();
-    let mut f_raw = Vec::new();
-    for (f, raws) in batch.iter().zip(&sub_raw) {
-        for (s, raw) in f.subscriptions.iter().zip(raws) {
-            f_cust.push(f.customer);
-            f_id.push(s.id.as_str());
-            f_raw.push(raw.as_str());
-        }
-    }
-    let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
-    let mut stored_subs: StoredBy<Subscription> = HashMap::new();
-    for r in sqlx::query_as::<_, OfCustomer<SubscriptionRow>>(&format!(
+    let mut stored_subs: HashMap<Uuid, Vec<StoredRow<Subscription>>> = HashMap::new();
+    let rows = sqlx::query(&format!(
         "SELECT s.customer_id, s.subscription_id, {cols}, s.removed_at IS NOT NULL AS removed,
                 s.untracked_at IS NOT NULL AS untracked,
-                coalesce(s.raw = f.raw::jsonb, false) AS raw_same
+                coalesce(s.raw = f.raw, false) AS raw_same,
+                CASE WHEN f.raw IS NOT NULL AND s.raw <> f.raw THEN s.raw END AS old_raw
          FROM pcsync.subscriptions s
-         LEFT JOIN UNNEST($2::uuid[], $3::text[], $4::text[]) AS f(customer_id, id, raw)
+         LEFT JOIN jsonb_to_recordset($2::jsonb) AS f(customer_id uuid, id text, raw jsonb)
            ON f.customer_id = s.customer_id AND f.id = s.subscription_id
          WHERE s.customer_id = ANY($1)",
         cols = qualified("s")
     ))
     .bind(&customers)
-    .bind(&f_cust)
-    .bind(&f_id)
-    .bind(&f_raw)
+    .bind(sqlx::types::Json(&fetched_subs))
     .fetch_all(&mut *conn)
-    .await?
-    {
-        stored_subs
-            .entry(r.customer_id)
-            .or_default()
-            .push(Stored::from(r.row));
+    .await?;
+    for row in &rows {
+        let r = stored_subscription(row)?;
+        stored_subs.entry(r.customer).or_default().push(r);
     }
     let with_services: Vec<Uuid> = batch
         .iter()
         .filter(|f| f.services.is_some())
         .map(|f| f.customer)
         .collect();
-    let mut stored_services: StoredBy<ManagedService> = HashMap::new();
+    let mut stored_services: HashMap<Uuid, Vec<StoredRow<ManagedService>>> = HashMap::new();
     if !with_services.is_empty() {
-        let (mut m_cust, mut m_id, mut m_raw) = (Vec::new(), Vec::new(), Vec::new());
-        for (f, raws) in batch.iter().zip(&ms_raw) {
-            for (s, raw) in f.services.iter().flatten().zip(raws) {
-                m_cust.push(f.customer);
-                m_id.push(s.id.as_str());
-                m_raw.push(raw.as_str());
-            }
-        }
-        for r in sqlx::query_as::<_, OfCustomer<ManagedServiceRow>>(
+        let fetched: Vec<FetchedRecord<'_, serde_json::Map<String, Value>>> = batch
+            .iter()
+            .flat_map(|f| {
+                f.services.iter().flatten().map(|s| FetchedRecord {
+                    customer_id: f.customer,
+                    id: &s.id,
+                    raw: &s.raw,
+                })
+            })
+            .collect();
+        let rows = sqlx::query(
             "SELECT m.customer_id, m.service_id, m.name, m.group_name, m.admin_service_uri,
                     m.service_health_uri, m.service_ticket_uri, m.removed_at IS NOT NULL AS removed,
-                    coalesce(m.raw = f.raw::jsonb, false) AS raw_same
+                    coalesce(m.raw = f.raw, false) AS raw_same,
+                    CASE WHEN f.raw IS NOT NULL AND m.raw <> f.raw THEN m.raw END AS old_raw
              FROM pcsync.managed_services m
-             LEFT JOIN UNNEST($2::uuid[], $3::text[], $4::text[]) AS f(customer_id, id, raw)
+             LEFT JOIN jsonb_to_recordset($2::jsonb) AS f(customer_id uuid, id text, raw jsonb)
                ON f.customer_id = m.customer_id AND f.id = m.service_id
              WHERE m.customer_id = ANY($1)",
         )
         .bind(&with_services)
-        .bind(&m_cust)
-        .bind(&m_id)
-        .bind(&m_raw)
+        .bind(sqlx::types::Json(&fetched))
         .fetch_all(&mut *conn)
-        .await?
-        {
-            stored_services
-                .entry(r.customer_id)
-                .or_default()
-                .push(Stored::from(r.row));
+        .await?;
+        for row in &rows {
+            let r = stored_service(row)?;
+            stored_services.entry(r.customer).or_default().push(r);
         }
     }
 
-    let mut writes = Writes::default();
+    let mut doc = BatchDocument::default();
     let mut outcomes = Vec::with_capacity(batch.len());
-    for (i, f) in batch.iter().enumerate() {
-        let no_subs = Vec::new();
-        let no_services = Vec::new();
-        let stored = stored_subs.get(&f.customer).unwrap_or(&no_subs);
-        let sub_ops = diff(&f.subscriptions, &f.scope, stored);
+    for f in batch {
+        let subs = split(stored_subs.remove(&f.customer).unwrap_or_default());
+        let services = split(stored_services.remove(&f.customer).unwrap_or_default());
+        let sub_ops = diff(&f.subscriptions, &f.scope, &subs.0);
         let ms_ops = match &f.services {
-            Some(fetched) => diff(
-                fetched,
-                &Scope::AllPartners,
-                stored_services.get(&f.customer).unwrap_or(&no_services),
-            ),
+            Some(fetched) => diff(fetched, &Scope::AllPartners, &services.0),
             None => Vec::new(),
         };
-        let raw_of = |id: &str| {
-            f.subscriptions
-                .iter()
-                .position(|s| s.id == id)
-                .map(|p| sub_raw[i][p].as_str())
-                .unwrap_or("{}")
+        let key = |id: &str| Key {
+            customer_id: f.customer,
+            id: id.to_string(),
         };
         let mut rows = 0;
         for op in &sub_ops {
+            rows += 1;
             match op {
                 Op::Added(s) | Op::Readded(s, _) | Op::Tracked(s, _) => {
-                    writes.subs.push((f.customer, s, raw_of(&s.id)));
-                    writes.opening.push((f.customer, s.id.clone()));
-                    rows += 1;
+                    doc.subscriptions.push(subscription_record(f.customer, s));
+                    doc.opening.push(key(&s.id));
                 }
                 Op::Changed(s, _) => {
-                    writes.subs.push((f.customer, s, raw_of(&s.id)));
-                    writes.closing.push((f.customer, s.id.clone()));
-                    writes.opening.push((f.customer, s.id.clone()));
-                    rows += 1;
+                    doc.subscriptions.push(subscription_record(f.customer, s));
+                    doc.closing.push(key(&s.id));
+                    doc.opening.push(key(&s.id));
                 }
-                Op::RawChanged(s) => {
-                    writes.subs.push((f.customer, s, raw_of(&s.id)));
-                    rows += 1;
-                }
+                Op::RawChanged(s) => doc.subscriptions.push(subscription_record(f.customer, s)),
                 Op::Removed(id) => {
-                    writes.sub_removed.push((f.customer, id.clone()));
-                    writes.closing.push((f.customer, id.clone()));
-                    rows += 1;
+                    doc.removed.push(key(id));
+                    doc.closing.push(key(id));
                 }
                 Op::Untracked(id) => {
-                    writes.sub_untracked.push((f.customer, id.clone()));
-                    writes.closing.push((f.customer, id.clone()));
-                    rows += 1;
+                    doc.untracked.push(key(id));
+                    doc.closing.push(key(id));
                 }
             }
         }
-        let services = f.services.as_deref().unwrap_or_default();
         for op in &ms_ops {
+            rows += 1;
             match op {
                 Op::Added(m)
                 | Op::Readded(m, _)
                 | Op::Tracked(m, _)
                 | Op::Changed(m, _)
-                | Op::RawChanged(m) => {
-                    let raw = services
-                        .iter()
-                        .position(|x| x.id == m.id)
-                        .map(|p| ms_raw[i][p].as_str())
-                        .unwrap_or("{}");
-                    writes.services.push((f.customer, m, raw));
-                    rows += 1;
-                }
-                Op::Removed(id) | Op::Untracked(id) => {
-                    writes.service_removed.push((f.customer, id.clone()));
-                    rows += 1;
-                }
+                | Op::RawChanged(m) => doc.services.push(ServiceRecord {
+                    customer_id: f.customer,
+                    id: &m.id,
+                    name: m.name.as_deref(),
+                    group_name: m.group_name.as_deref(),
+                    admin_service_uri: m.admin_service_uri.as_deref(),
+                    service_health_uri: m.service_health_uri.as_deref(),
+                    service_ticket_uri: m.service_ticket_uri.as_deref(),
+                    raw: &m.raw,
+                }),
+                Op::Removed(id) | Op::Untracked(id) => doc.services_removed.push(key(id)),
             }
         }
-        let mut events = events_of(&sub_ops);
-        events.extend(events_of(&ms_ops));
-        writes
-            .events
-            .extend(events.iter().map(|e| (f.customer, e.clone())));
+        let mut events = events_of(&sub_ops, &subs.1);
+        events.extend(events_of(&ms_ops, &services.1));
         outcomes.push(StoreOutcome {
             customer: f.customer,
             events,
             rows_written: rows,
         });
+        doc.customers.push(Attempt {
+            customer_id: f.customer,
+            attempt: f.attempt_started,
+        });
     }
-    execute_writes(conn, run_id, batch, &writes).await?;
-    Ok(outcomes)
-}
-
-async fn execute_writes(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-    batch: &[CustomerSnapshot],
-    w: &Writes<'_>,
-) -> Result<(), sqlx::Error> {
-    let subs = &w.subs;
-    let text = |f: fn(&Subscription) -> Option<String>| -> Vec<Option<String>> {
-        subs.iter().map(|(_, s, _)| f(s)).collect()
-    };
-    let times = |f: fn(&Subscription) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
-        subs.iter().map(|(_, s, _)| f(s)).collect()
-    };
-    let ms = &w.services;
-    let ms_text = |f: fn(&ManagedService) -> Option<String>| -> Vec<Option<String>> {
-        ms.iter().map(|(_, s, _)| f(s)).collect()
-    };
-    fn pairs(v: &[(Uuid, String)]) -> (Vec<Uuid>, Vec<&str>) {
-        (
-            v.iter().map(|p| p.0).collect(),
-            v.iter().map(|p| p.1.as_str()).collect(),
-        )
+    for o in &outcomes {
+        for e in &o.events {
+            doc.events.push(EventRecord {
+                customer_id: o.customer,
+                entity: e.entity,
+                entity_id: &e.entity_id,
+                kind: e.kind,
+                field: e.field,
+                old: e.old.as_deref(),
+                new: e.new.as_deref(),
+                paths: e.paths.as_deref(),
+            });
+        }
     }
-    let (rm_c, rm_s) = pairs(&w.sub_removed);
-    let (cl_c, cl_s) = pairs(&w.closing);
-    let (op_c, op_s) = pairs(&w.opening);
-    let (msr_c, msr_s) = pairs(&w.service_removed);
-    let (un_c, un_s) = pairs(&w.sub_untracked);
-    let ev = &w.events;
     sqlx::query_scalar::<_, i64>(&write_statement())
-        .bind(subs.iter().map(|(c, _, _)| *c).collect::<Vec<_>>())
-        .bind(
-            subs.iter()
-                .map(|(_, s, _)| s.id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(text(|s| s.offer_id.clone()))
-        .bind(text(|s| s.offer_name.clone()))
-        .bind(text(|s| s.friendly_name.clone()))
-        .bind(subs.iter().map(|(_, s, _)| s.quantity).collect::<Vec<_>>())
-        .bind(text(|s| s.unit_type.clone()))
-        .bind(text(|s| s.status.clone()))
-        .bind(
-            subs.iter()
-                .map(|(_, s, _)| s.auto_renew_enabled)
-                .collect::<Vec<_>>(),
-        )
-        .bind(subs.iter().map(|(_, s, _)| s.is_trial).collect::<Vec<_>>())
-        .bind(text(|s| s.billing_type.clone()))
-        .bind(text(|s| s.billing_cycle.clone()))
-        .bind(text(|s| s.term_duration.clone()))
-        .bind(text(|s| s.renewal_term_duration.clone()))
-        .bind(times(|s| s.creation_date))
-        .bind(times(|s| s.effective_start_date))
-        .bind(times(|s| s.commitment_end_date))
-        .bind(times(|s| s.cancellation_allowed_until))
-        .bind(text(|s| s.partner_id.clone()))
-        .bind(text(|s| s.contract_type.clone()))
-        .bind(text(|s| s.order_id.clone()))
-        .bind(text(|s| s.product_type.clone()))
-        .bind(text(|s| s.publisher_name.clone()))
-        .bind(subs.iter().map(|(_, _, raw)| *raw).collect::<Vec<_>>())
-        .bind(rm_c)
-        .bind(rm_s)
-        .bind(cl_c)
-        .bind(cl_s)
-        .bind(op_c)
-        .bind(op_s)
-        .bind(ms.iter().map(|(c, _, _)| *c).collect::<Vec<_>>())
-        .bind(ms.iter().map(|(_, s, _)| s.id.as_str()).collect::<Vec<_>>())
-        .bind(ms_text(|s| s.name.clone()))
-        .bind(ms_text(|s| s.group_name.clone()))
-        .bind(ms_text(|s| s.admin_service_uri.clone()))
-        .bind(ms_text(|s| s.service_health_uri.clone()))
-        .bind(ms_text(|s| s.service_ticket_uri.clone()))
-        .bind(ms.iter().map(|(_, _, raw)| *raw).collect::<Vec<_>>())
-        .bind(msr_c)
-        .bind(msr_s)
-        .bind(ev.iter().map(|(c, _)| *c).collect::<Vec<_>>())
-        .bind(ev.iter().map(|(_, e)| e.entity).collect::<Vec<_>>())
-        .bind(
-            ev.iter()
-                .map(|(_, e)| e.entity_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(ev.iter().map(|(_, e)| e.kind).collect::<Vec<_>>())
+        .bind(sqlx::types::Json(&doc))
         .bind(run_id)
-        .bind(ev.iter().map(|(_, e)| e.field).collect::<Vec<_>>())
-        .bind(ev.iter().map(|(_, e)| e.old.as_deref()).collect::<Vec<_>>())
-        .bind(ev.iter().map(|(_, e)| e.new.as_deref()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|f| f.customer).collect::<Vec<_>>())
-        .bind(batch.iter().map(|f| f.attempt_started).collect::<Vec<_>>())
-        .bind(un_c)
-        .bind(un_s)
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await?;
-    Ok(())
+    Ok(outcomes)
 }
 
 /// A customer that could not be synced: its data stays as it was; its status and the error
