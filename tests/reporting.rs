@@ -286,3 +286,316 @@ async fn run_works_as_a_writer_role_without_ddl_rights() {
         let _ = sqlx::query(&cleanup).execute(&s.db.pool).await;
     }
 }
+
+/// Every new column, read from the seed pages' JSON (the seed customer's new-commerce
+/// subscription) and from a Subscription resource with the fields the pages do not show.
+#[tokio::test]
+async fn every_field_of_the_seed_pages_and_the_subscription_resource_is_a_column() {
+    let s = setup(SimConfig {
+        customers: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let seed = Uuid::parse_str(pcsync::simulator::SEED_CUSTOMER_ID).expect("seed id");
+    let addon = serde_json::json!({
+        "id": "addon-1", "offerId": "CFQ7TTC0LH0R:0002:CFQ7TTC0KP0P", "offerName": "Teams Phone",
+        "quantity": 3, "status": "suspended", "partnerId": pcsync::simulator::SEED_MPN_ID,
+        "parentSubscriptionId": "bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f",
+        "entitlementId": "ent-42", "promotionId": "39NFJQT1Q5KL:0001", "customTermEndDate": "2025-01-31",
+        "suspensionReasons": ["CustomerCancellation"],
+        "scheduledNextTermInstructions": {
+            "product": {"productId": "CFQ7TTC0LH0R", "skuId": "0003", "availabilityId": "CFQ7TTC0KP0Q",
+                        "billingCycle": "annual", "termDuration": "P1Y"},
+            "quantity": 5, "customTermEndDate": "2026-01-31"
+        }
+    });
+    s.sim
+        .apply(Change::AddSubscription {
+            customer_id: seed,
+            subscription: addon.as_object().cloned(),
+        })
+        .expect("add");
+    assert_eq!(pass(&s, &[]).await.status, RunStatus::Succeeded);
+    let row = |id: &'static str| {
+        let pool = s.db.pool.clone();
+        async move {
+            let v: serde_json::Value = sqlx::query_scalar(
+                "SELECT to_jsonb(s) FROM pcsync.subscriptions s WHERE subscription_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+            v
+        }
+    };
+    let nce = row("bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f").await;
+    for (column, want) in [
+        ("billing_cycle_end_date", serde_json::json!("2024-07-04")),
+        ("commitment_end_date", serde_json::json!("2024-07-04")),
+        ("effective_start_date", serde_json::json!("2024-06-05")),
+        (
+            "commitment_end_date_time",
+            serde_json::json!("2024-07-04T23:59:59+00:00"),
+        ),
+        ("refundable_quantity", serde_json::json!(1)),
+        (
+            "refundable_quantity_details",
+            serde_json::json!([{"quantity": 1, "allowedUntilDateTime": "2024-06-14T17:41:13.4675407Z"}]),
+        ),
+        ("attention_needed", serde_json::json!(false)),
+        ("action_taken", serde_json::json!(false)),
+        ("has_purchasable_addons", serde_json::json!(false)),
+        ("is_microsoft_product", serde_json::json!(true)),
+        ("product_id", serde_json::json!("CFQ7TTC0LH18")),
+        ("sku_id", serde_json::json!("0001")),
+        ("availability_id", serde_json::json!("CFQ7TTC0P0WS")),
+        ("scheduled_next_term", serde_json::Value::Null),
+    ] {
+        assert_eq!(nce[column], want, "{column}");
+    }
+    let legacy = row("aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e").await;
+    assert_eq!(
+        legacy["product_id"],
+        serde_json::Value::Null,
+        "a GUID offer has no parts"
+    );
+
+    let addon = row("addon-1").await;
+    for (column, want) in [
+        (
+            "parent_subscription_id",
+            serde_json::json!("bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f"),
+        ),
+        ("entitlement_id", serde_json::json!("ent-42")),
+        ("promotion_id", serde_json::json!("39NFJQT1Q5KL:0001")),
+        ("custom_term_end_date", serde_json::json!("2025-01-31")),
+        (
+            "suspension_reasons",
+            serde_json::json!(["CustomerCancellation"]),
+        ),
+        ("next_term_product_id", serde_json::json!("CFQ7TTC0LH0R")),
+        ("next_term_sku_id", serde_json::json!("0003")),
+        (
+            "next_term_availability_id",
+            serde_json::json!("CFQ7TTC0KP0Q"),
+        ),
+        ("next_term_billing_cycle", serde_json::json!("annual")),
+        ("next_term_duration", serde_json::json!("P1Y")),
+        ("next_term_quantity", serde_json::json!(5)),
+        ("product_id", serde_json::json!("CFQ7TTC0LH0R")),
+    ] {
+        assert_eq!(addon[column], want, "{column}");
+    }
+    assert_eq!(
+        addon["scheduled_next_term"]["quantity"],
+        serde_json::json!(5)
+    );
+    // The history keeps the same columns.
+    let next_quantity: Option<i64> = sqlx::query_scalar(
+        "SELECT next_term_quantity FROM pcsync.subscription_history WHERE subscription_id = 'addon-1'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("history");
+    assert_eq!(next_quantity, Some(5));
+}
+
+/// A change only inside `raw` (a field without a column) is one `changed` event naming the
+/// JSON path, with old and new values, and no new history version; a change of the renewal
+/// forecast is a field event with a new version.
+#[tokio::test]
+async fn a_change_only_inside_raw_is_one_event() {
+    let s = setup(SimConfig {
+        customers: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    let seed = Uuid::parse_str(pcsync::simulator::SEED_CUSTOMER_ID).expect("seed id");
+    let nce = "bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f";
+    let set = |field: &str, value: serde_json::Value| Change::SetSubscriptionField {
+        customer_id: seed,
+        subscription_id: nce.into(),
+        field: field.into(),
+        value,
+    };
+    s.sim
+        .apply(set(
+            "billingCycleEndDateTime",
+            serde_json::json!("2024-08-04T23:59:59Z"),
+        ))
+        .expect("change");
+    let report = pass(&s, &[]).await;
+    let events: Vec<(
+        String,
+        Option<String>,
+        Option<Vec<String>>,
+        Option<String>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "SELECT kind, field, json_paths, old_value, new_value FROM pcsync.change_events
+             WHERE run_id = $1",
+    )
+    .bind(report.run_id)
+    .fetch_all(&s.db.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        events,
+        vec![(
+            "changed".to_string(),
+            Some("raw".to_string()),
+            Some(vec!["billingCycleEndDateTime".to_string()]),
+            Some(r#"{"billingCycleEndDateTime":"2024-07-04T23:59:59Z"}"#.to_string()),
+            Some(r#"{"billingCycleEndDateTime":"2024-08-04T23:59:59Z"}"#.to_string()),
+        )]
+    );
+    let versions = |pool: sqlx::PgPool| async move {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pcsync.subscription_history WHERE subscription_id = $1",
+        )
+        .bind(nce)
+        .fetch_one(&pool)
+        .await
+        .expect("versions");
+        n
+    };
+    assert_eq!(
+        versions(s.db.pool.clone()).await,
+        1,
+        "no new version for raw"
+    );
+    let stored_raw: String = sqlx::query_scalar(
+        "SELECT raw->>'billingCycleEndDateTime' FROM pcsync.subscriptions WHERE subscription_id = $1",
+    )
+    .bind(nce)
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("raw");
+    assert_eq!(stored_raw, "2024-08-04T23:59:59Z", "raw is kept current");
+
+    s.sim
+        .apply(set(
+            "scheduledNextTermInstructions",
+            serde_json::json!({"product": {"productId": "CFQ7TTC0LH18", "skuId": "0001",
+                "availabilityId": "CFQ7TTC0P0WS", "billingCycle": "monthly", "termDuration": "P1Y"},
+                "quantity": 7}),
+        ))
+        .expect("change");
+    let report = pass(&s, &[]).await;
+    let fields: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT field, new_value FROM pcsync.change_events WHERE run_id = $1 ORDER BY field",
+    )
+    .bind(report.run_id)
+    .fetch_all(&s.db.pool)
+    .await
+    .expect("events");
+    let names: Vec<&str> = fields.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "next_term_availability_id",
+            "next_term_billing_cycle",
+            "next_term_duration",
+            "next_term_product_id",
+            "next_term_quantity",
+            "next_term_sku_id",
+            "scheduled_next_term"
+        ]
+    );
+    assert_eq!(versions(s.db.pool.clone()).await, 2, "a new version");
+}
+
+/// A date-only field is the same day whatever the session's time zone (a BI tool west of UTC
+/// used to show the day before).
+#[tokio::test]
+async fn date_only_fields_read_the_same_day_in_every_time_zone() {
+    let s = setup(SimConfig {
+        customers: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    for zone in ["America/Los_Angeles", "Asia/Tokyo", "UTC"] {
+        let mut conn = s.db.pool.acquire().await.expect("conn");
+        sqlx::query(&format!("SET TIME ZONE '{zone}'"))
+            .execute(&mut *conn)
+            .await
+            .expect("zone");
+        let (end, start, end_day_of_instant): (String, String, String) = sqlx::query_as(
+            "SELECT commitment_end_date::text, effective_start_date::text,
+                    commitment_end_date_time::date::text
+             FROM pcsync.subscriptions WHERE subscription_id = 'bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("dates");
+        assert_eq!(
+            (end.as_str(), start.as_str()),
+            ("2024-07-04", "2024-06-05"),
+            "{zone}"
+        );
+        // The instant, by contrast, is a different day in Tokyo: why dates are dates.
+        let want = if zone == "Asia/Tokyo" {
+            "2024-07-05"
+        } else {
+            "2024-07-04"
+        };
+        assert_eq!(end_day_of_instant, want, "{zone}");
+        sqlx::query("RESET TIME ZONE")
+            .execute(&mut *conn)
+            .await
+            .expect("reset");
+    }
+}
+
+/// Upgrading: rows stored before the new columns existed are filled from their raw JSON by
+/// the migration, exactly as pcsync reads it, so the next pass reports nothing.
+#[tokio::test]
+async fn the_upgrade_fills_new_columns_so_the_next_pass_reports_nothing() {
+    let s = setup(SimConfig {
+        customers: 30,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    let filled = count(
+        &s.db.pool,
+        "SELECT count(*) FROM pcsync.subscriptions WHERE commitment_end_date_time IS NOT NULL
+           AND refundable_quantity IS NOT NULL AND next_term_quantity IS NOT NULL",
+    )
+    .await;
+    assert!(filled > 0, "the simulated data has the new fields");
+    // Back to rows as an older pcsync left them, then the migration's fill.
+    let migration = include_str!("../migrations/20261122000008_every_field_a_column.sql");
+    let fill = &migration[migration
+        .find("CREATE FUNCTION pg_temp.pcsync_text")
+        .expect("functions")
+        ..migration.find("-- backfill: end").expect("end")];
+    // The columns migration 8 added: every field after publisher_name.
+    let fields = pcsync::partner_center::fields::SUBSCRIPTION_FIELDS;
+    let first_new = 1 + fields
+        .iter()
+        .position(|f| f.column == "publisher_name")
+        .expect("publisher_name");
+    let columns: Vec<&str> = fields[first_new..].iter().map(|f| f.column).collect();
+    let mut conn = s.db.pool.acquire().await.expect("conn");
+    sqlx::query(&format!(
+        "UPDATE pcsync.subscriptions SET {}",
+        columns
+            .iter()
+            .map(|c| format!("{c} = NULL"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect("older rows");
+    sqlx::raw_sql(fill).execute(&mut *conn).await.expect("fill");
+    drop(conn);
+    let report = pass(&s, &[]).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.changes, 0, "no change that did not happen");
+    assert_eq!(report.rows_written, 0);
+}

@@ -247,3 +247,29 @@ async fn rows_need_their_customer() {
         Some("23503")
     );
 }
+
+/// The one description of the subscription fields and the tables agree: every field is a
+/// column of `subscriptions` and of `subscription_history`, of the type its kind says.
+#[tokio::test]
+async fn the_field_table_and_the_columns_agree() {
+    let db = TestDb::migrated().await;
+    for table in ["subscriptions", "subscription_history"] {
+        for field in pcsync::partner_center::fields::SUBSCRIPTION_FIELDS {
+            let ty: Option<String> = sqlx::query_scalar(
+                "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                 WHERE a.attrelid = ('pcsync.' || $1)::regclass AND a.attname = $2 AND NOT a.attisdropped",
+            )
+            .bind(table)
+            .bind(field.column)
+            .fetch_optional(&db.pool)
+            .await
+            .expect("type");
+            assert_eq!(
+                ty.as_deref(),
+                Some(field.kind.sql_type()),
+                "{table}.{}",
+                field.column
+            );
+        }
+    }
+}

@@ -346,6 +346,36 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
         s.insert("attentionNeeded".into(), json!(false));
         s.insert("actionTaken".into(), json!(false));
         s.insert("publisherName".into(), json!("Microsoft Corporation"));
+        // The term's end as an instant (7 fractional digits at times), the billing period's
+        // end, refundable licenses and, for some, what they renew into.
+        let end_instant = format!("{}T23:59:59.{:07}Z", &end[..10], rng.below(10_000_000));
+        s.insert("commitmentEndDateTime".into(), json!(end_instant));
+        s.insert("billingCycleEndDate".into(), json!(timestamp(rng, 0, 30)));
+        let refundable = rng.below(3);
+        s.insert(
+            "refundableQuantity".into(),
+            json!({"totalQuantity": refundable, "details": if refundable > 0 {
+                json!([{"quantity": refundable, "allowedUntilDateTime": timestamp(rng, 0, 7)}])
+            } else {
+                json!([])
+            }}),
+        );
+        if rng.chance(0.3) {
+            let mut parts = offer.id.split(':');
+            let (product, sku, availability) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            s.insert(
+                "scheduledNextTermInstructions".into(),
+                json!({
+                    "product": {"productId": product, "skuId": sku, "availabilityId": availability,
+                        "billingCycle": rng.pick(CYCLES), "termDuration": rng.pick(TERMS)},
+                    "quantity": 1 + rng.below(300),
+                }),
+            );
+        }
         s.insert(
             "links".into(),
             json!({
