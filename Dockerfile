@@ -14,6 +14,7 @@ RUN mkdir src benches && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.
     && rm -rf src benches target/release/.fingerprint/pcsync-*
 
 # Then the crate itself. The simulator (default feature) stays out of the production image.
+COPY build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY migrations ./migrations

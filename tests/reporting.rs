@@ -599,3 +599,96 @@ async fn the_upgrade_fills_new_columns_so_the_next_pass_reports_nothing() {
     assert_eq!(report.changes, 0, "no change that did not happen");
     assert_eq!(report.rows_written, 0);
 }
+
+/// `upcoming_renewals` and the license counts over time, on crafted rows with known answers.
+#[tokio::test]
+async fn renewals_and_license_counts_on_a_crafted_history() {
+    let db = common::TestDb::migrated().await;
+    let run = Uuid::new_v4();
+    let customer = Uuid::new_v4();
+    let setup_sql = format!(
+        "INSERT INTO pcsync.sync_runs (run_id, trigger, status, finished_at) VALUES ('{run}', 'test', 'succeeded', now());
+         INSERT INTO pcsync.customers (customer_id, company_name, source) VALUES ('{customer}', 'Contoso', 'file');
+         INSERT INTO pcsync.subscriptions (customer_id, subscription_id, offer_id, offer_name, quantity, status,
+                auto_renew_enabled, commitment_end_date, next_term_quantity, raw) VALUES
+            ('{customer}', 'soon-renews', 'P1:0001:A1', 'E3', 10, 'active', true, current_date + 10, 12, '{{}}'),
+            ('{customer}', 'soon-ends', 'P2:0001:A1', 'Teams', 4, 'active', false, current_date + 20, NULL, '{{}}'),
+            ('{customer}', 'in-45-days', 'P1:0001:A1', 'E3', 7, 'active', true, current_date + 45, NULL, '{{}}'),
+            ('{customer}', 'next-year', 'P1:0001:A1', 'E3', 1, 'active', true, current_date + 200, NULL, '{{}}'),
+            ('{customer}', 'ended', 'P1:0001:A1', 'E3', 1, 'expired', false, current_date - 3, NULL, '{{}}');
+         -- E3 licenses: 5 from January, 8 from 15 February, 0 (deleted) from 10 March 2026.
+         INSERT INTO pcsync.subscription_history
+                (customer_id, subscription_id, valid_from, valid_to, run_id, offer_id, offer_name, quantity, status) VALUES
+            ('{customer}', 'soon-renews', '2026-01-01', '2026-02-15', '{run}', 'P1:0001:A1', 'E3', 5, 'active'),
+            ('{customer}', 'soon-renews', '2026-02-15', '2026-03-10', '{run}', 'P1:0001:A1', 'E3', 8, 'active'),
+            ('{customer}', 'soon-renews', '2026-03-10', NULL, '{run}', 'P1:0001:A1', 'E3', 8, 'deleted'),
+            ('{customer}', 'soon-ends', '2026-02-01', NULL, '{run}', 'P2:0001:A1', 'Teams', 4, 'active');"
+    );
+    sqlx::raw_sql(&setup_sql)
+        .execute(&db.pool)
+        .await
+        .expect("crafted rows");
+
+    let renewals: Vec<(String, i32, String, bool, i64)> = sqlx::query_as(
+        "SELECT subscription_id, days_left, window_days, auto_renews, licenses_after_renewal
+         FROM pcsync.upcoming_renewals ORDER BY ends_on",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("renewals");
+    assert_eq!(
+        renewals,
+        vec![
+            ("soon-renews".into(), 10, "0-30".into(), true, 12),
+            ("soon-ends".into(), 20, "0-30".into(), false, 0),
+            ("in-45-days".into(), 45, "31-60".into(), true, 7),
+            ("next-year".into(), 200, "later".into(), true, 1),
+        ]
+    );
+
+    let at = |when: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT offer_name, licenses FROM pcsync.license_counts_at($1::timestamptz)
+                 ORDER BY offer_name",
+            )
+            .bind(when)
+            .fetch_all(&pool)
+            .await
+            .expect("counts");
+            rows
+        }
+    };
+    assert_eq!(at("2025-12-31").await, vec![]);
+    assert_eq!(at("2026-01-20").await, vec![("E3".to_string(), 5)]);
+    assert_eq!(
+        at("2026-03-01").await,
+        vec![("E3".to_string(), 8), ("Teams".to_string(), 4)],
+        "on 1 March"
+    );
+    assert_eq!(
+        at("2026-03-10").await,
+        vec![("Teams".to_string(), 4)],
+        "deleted is not counted; valid_from is inclusive, valid_to exclusive"
+    );
+
+    let months: Vec<(chrono::NaiveDate, String, i64)> = sqlx::query_as(
+        "SELECT month, offer_name, licenses FROM pcsync.license_counts_monthly
+         WHERE month < '2026-04-01' ORDER BY month, offer_name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("monthly");
+    let day = |m: u32| chrono::NaiveDate::from_ymd_opt(2026, m, 1).expect("date");
+    assert_eq!(
+        months,
+        vec![
+            (day(1), "E3".into(), 5),
+            (day(1), "Teams".into(), 4),
+            (day(2), "E3".into(), 8),
+            (day(2), "Teams".into(), 4),
+            (day(3), "Teams".into(), 4),
+        ]
+    );
+}

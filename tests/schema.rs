@@ -77,6 +77,10 @@ async fn every_table_and_column_is_documented() {
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
          WHERE n.nspname = 'pcsync' AND c.relkind IN ('r', 'v')
            AND c.relname <> '_sqlx_migrations' AND col_description(c.oid, a.attnum) IS NULL
+         UNION ALL
+         SELECT p.proname::text || '()' FROM pg_proc p
+         JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'pcsync' AND obj_description(p.oid, 'pg_proc') IS NULL
          ORDER BY 1",
     )
     .fetch_all(&db.pool)
