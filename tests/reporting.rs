@@ -692,3 +692,36 @@ async fn renewals_and_license_counts_on_a_crafted_history() {
         ]
     );
 }
+
+/// Every query of the README's "Questions you can ask" runs against a synced database.
+#[tokio::test]
+async fn the_readme_questions_run() {
+    let s = setup(SimConfig {
+        customers: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("### Questions you can ask")
+        .expect("the section");
+    let block = &readme[start..];
+    let sql_start = block.find("```sql").expect("a SQL block") + "```sql".len();
+    let sql = &block[sql_start..sql_start + block[sql_start..].find("```").expect("its end")];
+    let queries: Vec<&str> = sql
+        .split(';')
+        .map(str::trim)
+        .filter(|q| {
+            q.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"))
+        })
+        .collect();
+    assert!(queries.len() >= 10, "{} queries", queries.len());
+    for q in queries {
+        sqlx::query(q)
+            .fetch_all(&s.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("README query fails: {e}\n{q}"));
+    }
+}
