@@ -544,6 +544,7 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
                     scope: Scope::AllPartners,
                     subscriptions: subs,
                     services: Some(services),
+                    first_look: None,
                 })
             });
         }

@@ -6,6 +6,7 @@
 //! - `server`: the HTTP routes, authentication, throttling, faults and counters.
 //! - this file: configuration, the world's state, mutations and the public handle.
 
+pub mod audit;
 pub mod data;
 mod server;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+pub use audit::Actor;
 pub use data::{CustomerData, OTHER_MPN_IDS, SEED_CUSTOMER_ID, SEED_MPN_ID};
 use data::{Parts, Rng, Shape};
 
@@ -235,6 +237,7 @@ pub enum Endpoint {
     Customers,
     Subscriptions,
     ManagedServices,
+    AuditRecords,
     Control,
     Other,
 }
@@ -347,6 +350,33 @@ pub enum SimError {
 const REQUEST_ID_GENERATION: usize = 100_000;
 
 impl State {
+    /// Adds the activity records of `done`, made by `actor` now.
+    fn log(&self, done: &[Mutation], actor: &Actor) {
+        if matches!(actor, Actor::System) || done.is_empty() {
+            return;
+        }
+        let names: HashMap<Uuid, String> = {
+            let world = lock(&self.world);
+            done.iter()
+                .filter_map(|m| {
+                    world
+                        .get_parts(&m.customer_id, Parts::PROFILE)
+                        .map(|c| (m.customer_id, c.company_name))
+                })
+                .collect()
+        };
+        let mut audit = lock(&self.audit);
+        for m in done {
+            let number = audit.len() as u64 + 1;
+            let name = names.get(&m.customer_id).map(String::as_str).unwrap_or("");
+            if let Some(r) =
+                audit::record(m, actor, number, chrono::Utc::now(), name, SIM_TENANT_ID)
+            {
+                audit.push(r);
+            }
+        }
+    }
+
     /// Records an MS-RequestId; true if an earlier request carried it.
     fn seen_request_id(&self, id: &str) -> bool {
         let mut ids = lock(&self.request_ids);
@@ -681,6 +711,8 @@ pub(crate) struct State {
     knobs: Mutex<Knobs>,
     limiter: Mutex<Option<Gcra>>,
     stats: Mutex<Stats>,
+    /// The activity log: records of partner-made changes, oldest first.
+    audit: Mutex<Vec<Value>>,
     /// MS-RequestIds seen lately: the current generation and the one before, so memory stays
     /// bounded however long the simulator runs (a retry follows its request within seconds).
     request_ids: Mutex<[HashSet<String>; 2]>,
@@ -722,6 +754,7 @@ impl State {
             limiter: Mutex::new(limiter_for(&config.knobs)),
             knobs: Mutex::new(config.knobs.clone()),
             stats: Mutex::new(Stats::default()),
+            audit: Mutex::new(Vec::new()),
             request_ids: Mutex::new([HashSet::new(), HashSet::new()]),
             in_flight: AtomicUsize::new(0),
             request_counter: AtomicU64::new(0),
@@ -795,13 +828,33 @@ impl Simulator {
         &self.state.config
     }
 
+    /// A change made by the partner's admin: the activity log records it.
     pub fn apply(&self, change: Change) -> Result<Vec<Mutation>, SimError> {
-        lock(&self.state.world).apply(change)
+        self.apply_as(change, &Actor::partner_admin())
+    }
+
+    /// A change made by `actor`: a partner user gets activity records, the system none.
+    pub fn apply_as(&self, change: Change, actor: &Actor) -> Result<Vec<Mutation>, SimError> {
+        let done = lock(&self.state.world).apply(change)?;
+        self.state.log(&done, actor);
+        Ok(done)
+    }
+
+    /// The activity log's records so far.
+    pub fn audit_records(&self) -> Vec<Value> {
+        lock(&self.state.audit).clone()
     }
 
     /// Changes a `fraction` of all subscriptions (one field each), deterministically for `seed`.
+    /// Changes a share of all subscriptions, made by the partner's admin (activity records).
     pub fn mutate(&self, fraction: f64, seed: u64) -> Vec<Mutation> {
-        lock(&self.state.world).mutate(fraction, seed)
+        self.mutate_as(fraction, seed, &Actor::partner_admin())
+    }
+
+    pub fn mutate_as(&self, fraction: f64, seed: u64, actor: &Actor) -> Vec<Mutation> {
+        let done = lock(&self.state.world).mutate(fraction, seed);
+        self.state.log(&done, actor);
+        done
     }
 
     pub fn stats(&self) -> Stats {

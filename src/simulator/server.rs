@@ -33,6 +33,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/v1/customers", get(customers))
         .route("/v1/customers/{id}/subscriptions", get(subscriptions))
         .route("/v1/customers/{id}/managedservices", get(managed_services))
+        .route("/v1/auditrecords", get(audit_records))
         .route(EMPTY_PAGE, get(empty_page))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset_stats", post(reset_stats))
@@ -57,7 +58,10 @@ fn record(state: &State, endpoint: Endpoint, status: StatusCode) {
         .or_default() += 1;
     match endpoint {
         Endpoint::Token => s.token_requests += 1,
-        Endpoint::Customers | Endpoint::Subscriptions | Endpoint::ManagedServices => {
+        Endpoint::Customers
+        | Endpoint::Subscriptions
+        | Endpoint::ManagedServices
+        | Endpoint::AuditRecords => {
             s.api_requests += 1;
             if status == StatusCode::TOO_MANY_REQUESTS {
                 s.throttled += 1;
@@ -702,6 +706,122 @@ async fn customers(
                 "uri": format!("{prefix}/customers?size={size}&seekOperation=Next"),
                 "method": "GET",
                 "headers": [{"key": "MS-ContinuationToken", "value": continuation_token(seed, end)}]
+            });
+        }
+        Answer::Ok(json!({
+            "totalCount": items.len(),
+            "items": items,
+            "links": links,
+            "attributes": {"objectType": "Collection"}
+        }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(rename = "startDate")]
+    start_date: Option<String>,
+    #[serde(rename = "endDate")]
+    end_date: Option<String>,
+    size: Option<String>,
+}
+
+/// How far back the activity log keeps records.
+const AUDIT_DAYS_KEPT: i64 = 90;
+
+/// `GET /v1/auditrecords?startDate=&endDate=&size=`: whole days (a time of day is ignored),
+/// without `startDate` the last 30 days, 400 for a start more than 90 days back; seek-paged
+/// like the customer list.
+async fn audit_records(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = query.ok().map(|Query(q)| q);
+    let token = headers
+        .get("ms-continuationtoken")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let st = state.clone();
+    api(&state, &headers, Endpoint::AuditRecords, None, move |_| {
+        let today = chrono::Utc::now().date_naive();
+        let day = |text: Option<&String>, default: chrono::NaiveDate| match text {
+            None => Ok(default),
+            Some(t) => t
+                .get(..10)
+                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| format!("The date '{t}' is not valid; expected yyyy-MM-dd.")),
+        };
+        let (q_start, q_end, q_size) = match &query {
+            Some(q) => (q.start_date.as_ref(), q.end_date.as_ref(), q.size.clone()),
+            None => (None, None, None),
+        };
+        let start = match day(q_start, today - chrono::Duration::days(30)) {
+            Ok(d) => d,
+            Err(e) => return Answer::Error(StatusCode::BAD_REQUEST, 400, e),
+        };
+        let end = match day(q_end, today) {
+            Ok(d) => d,
+            Err(e) => return Answer::Error(StatusCode::BAD_REQUEST, 400, e),
+        };
+        if start < today - chrono::Duration::days(AUDIT_DAYS_KEPT) {
+            return Answer::Error(
+                StatusCode::BAD_REQUEST,
+                400,
+                format!("startDate {start} is more than {AUDIT_DAYS_KEPT} days in the past; activity records are kept for {AUDIT_DAYS_KEPT} days."),
+            );
+        }
+        if end < start {
+            return Answer::Error(
+                StatusCode::BAD_REQUEST,
+                400,
+                "endDate is before startDate.".into(),
+            );
+        }
+        let size = match q_size.as_deref().map(str::parse::<usize>) {
+            None => 500,
+            Some(Ok(n)) if (1..=500).contains(&n) => n,
+            Some(_) => {
+                return Answer::Error(
+                    StatusCode::BAD_REQUEST,
+                    400,
+                    "The size parameter must be a whole number from 1 to 500.".into(),
+                );
+            }
+        };
+        let seed = st.config.seed ^ 0xA0D1;
+        let offset = match token {
+            None => 0,
+            Some(t) => match parse_continuation(seed, &t) {
+                Some(o) => o,
+                None => {
+                    return Answer::Error(
+                        StatusCode::BAD_REQUEST,
+                        400,
+                        "The continuation token is invalid or expired.".into(),
+                    );
+                }
+            },
+        };
+        let audit = lock(&st.audit);
+        let matching: Vec<&Value> = audit
+            .iter()
+            .filter(|r| super::audit::day_of(r).is_some_and(|d| d >= start && d <= end))
+            .collect();
+        let page_end = (offset + size).min(matching.len());
+        let items: Vec<Value> = matching
+            .get(offset..page_end)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (*r).clone())
+            .collect();
+        let mut links = json!({"self": link(&format!("/auditrecords?size={size}"))});
+        if page_end < matching.len() {
+            links["next"] = json!({
+                "uri": format!("/auditrecords?startDate={start}&endDate={end}&size={size}&seekOperation=Next"),
+                "method": "GET",
+                "headers": [{"key": "MS-ContinuationToken", "value": continuation_token(seed, page_end)}]
             });
         }
         Answer::Ok(json!({

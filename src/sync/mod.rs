@@ -9,12 +9,13 @@
 //! - [`lock`]: the advisory lock, held by the connection every write goes through.
 //! - [`store`]: the per-customer write and the run's bookkeeping rows.
 
+pub mod activity;
 pub mod customers;
 pub mod diff;
 pub mod lock;
 pub mod store;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,9 +29,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{AuthMode, CustomerSource, Settings};
-use crate::partner_center::{
-    ApiError, Complete, PartnerCenterClient, RefreshTokenStore, Subscription,
-};
+use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
 use customers::ListedCustomer;
 use diff::Scope;
 use lock::{LockLost, PassLock};
@@ -265,7 +264,6 @@ enum PassError {
 
 /// Everything a customer task needs.
 struct TaskContext {
-    pool: PgPool,
     client: PartnerCenterClient,
     fetch_managed_services: bool,
     cancel: CancellationToken,
@@ -288,6 +286,8 @@ struct CustomerFailure {
 enum ToWriter {
     Snapshot(store::CustomerSnapshot),
     Failure(CustomerFailure),
+    /// A second look stopped by the signal: nothing to write.
+    Cancelled,
 }
 
 enum CustomerResult {
@@ -320,7 +320,6 @@ async fn pass(
     let (customers, client) = customers;
     let fetch_managed_services = client.tokens().mode() == AuthMode::AppUser;
     let ctx = Arc::new(TaskContext {
-        pool: pool.clone(),
         client,
         fetch_managed_services,
         cancel: cancel.clone(),
@@ -330,8 +329,9 @@ async fn pass(
     // holds fetching back when the database is the slower side, so memory stays bounded by
     // the concurrency, not by the length of the customer list.
     let (to_writer, from_fetchers) = mpsc::channel::<ToWriter>(WRITE_BATCH);
-    let writer =
-        tokio::spawn(write_all(lock, run_id, from_fetchers).instrument(tracing::Span::current()));
+    let writer = tokio::spawn(
+        write_all(lock, run_id, ctx.clone(), from_fetchers).instrument(tracing::Span::current()),
+    );
     // Customers in flight: each sends its two requests at once, so this many keeps every
     // request permit busy.
     let width = settings.partner_center.max_concurrency.max(1);
@@ -539,79 +539,120 @@ struct WriterEnd {
 /// Stores fetched customers and records failed ones as they come, as many at once as are
 /// waiting (up to [`WRITE_BATCH`]), all on the lock's connection. A batch that fails is stored
 /// again one customer at a time, so one bad customer fails alone; a lost connection ends the
-/// writer at once.
-async fn write_all(
-    mut lock: PassLock,
+/// writer at once. A customer whose answer would remove most of its subscriptions is fetched
+/// again after [`SECOND_LOOK_PAUSE`] (in a task of its own, so the others go on) and stored
+/// only if both answers agree.
+struct Writer {
+    lock: PassLock,
     run_id: Uuid,
+    ctx: Arc<TaskContext>,
+    written: Written,
+    /// Second looks under way; their answers come back through `rechecks`.
+    pending: usize,
+    rechecks: mpsc::UnboundedSender<ToWriter>,
+}
+
+async fn write_all(
+    lock: PassLock,
+    run_id: Uuid,
+    ctx: Arc<TaskContext>,
     mut rx: mpsc::Receiver<ToWriter>,
 ) -> WriterEnd {
-    let mut written = Written::default();
+    let (rechecks, mut recheck_rx) = mpsc::unbounded_channel();
+    let mut w = Writer {
+        lock,
+        run_id,
+        ctx,
+        written: Written::default(),
+        pending: 0,
+        rechecks,
+    };
+    let mut fetchers_done = false;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let received =
-            tokio::time::timeout(LOCK_CHECK_EVERY, rx.recv_many(&mut batch, WRITE_BATCH)).await;
-        match received {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => {
+        if fetchers_done && w.pending == 0 {
+            break;
+        }
+        let mut from_recheck = false;
+        tokio::select! {
+            n = rx.recv_many(&mut batch, WRITE_BATCH), if !fetchers_done => {
+                if n == 0 {
+                    fetchers_done = true;
+                    continue;
+                }
+            }
+            Some(message) = recheck_rx.recv() => {
+                w.pending -= 1;
+                from_recheck = true;
+                batch.push(message);
+            }
+            _ = tokio::time::sleep(LOCK_CHECK_EVERY) => {
                 // Idle: make sure the lock is still ours before the next write comes.
-                if let Err(lost) = lock.check().await {
-                    return WriterEnd {
-                        written,
-                        lock: Err(lost),
-                    };
+                if let Err(lost) = w.lock.check().await {
+                    return w.end(Err(lost));
                 }
                 continue;
             }
         }
+        if let Err(lost) = w.write(&mut batch, from_recheck).await {
+            return w.end(Err(lost));
+        }
+    }
+    w.end(Ok(()))
+}
+
+impl Writer {
+    fn end(self, lock: Result<(), LockLost>) -> WriterEnd {
+        WriterEnd {
+            written: self.written,
+            lock: lock.map(|()| self.lock),
+        }
+    }
+
+    /// Records the failures and stores the snapshots of `batch`, emptying it.
+    async fn write(
+        &mut self,
+        batch: &mut Vec<ToWriter>,
+        from_recheck: bool,
+    ) -> Result<(), LockLost> {
         let mut snapshots = Vec::with_capacity(batch.len());
         for message in batch.drain(..) {
             match message {
                 ToWriter::Snapshot(s) => snapshots.push(s),
                 ToWriter::Failure(f) => {
-                    if let Err(e) = record_failure(&mut lock, run_id, &f).await {
-                        if let Err(lost) = lock.check().await {
-                            return WriterEnd {
-                                written,
-                                lock: Err(lost),
-                            };
-                        }
-                        tracing::error!(error = %e, "could not record the customer's failure");
+                    if from_recheck {
+                        self.written.failed += 1;
                     }
+                    self.record_failure(&f).await?;
                 }
+                ToWriter::Cancelled => {}
             }
         }
         if snapshots.is_empty() {
-            continue;
+            return Ok(());
         }
-        match store::store_batch(lock.conn(), run_id, &snapshots).await {
-            Ok(outcomes) => record_outcomes(&outcomes, &mut written),
+        match store::store_batch(self.lock.conn(), self.run_id, &snapshots).await {
+            Ok(outcomes) => self.handle(outcomes, &snapshots).await,
             Err(e) => {
-                if let Err(lost) = lock.check().await {
-                    return WriterEnd {
-                        written,
-                        lock: Err(lost),
-                    };
-                }
+                self.lock.check().await?;
                 if snapshots.len() > 1 {
                     tracing::warn!(error = %e, customers = snapshots.len(), "a batch failed to store; storing its customers one by one");
                 }
                 for one in &snapshots {
                     let stored = match snapshots.len() {
                         1 => Err(e.to_string()),
-                        _ => store::store_batch(lock.conn(), run_id, std::slice::from_ref(one))
-                            .await
-                            .map_err(|e| e.to_string()),
+                        _ => store::store_batch(
+                            self.lock.conn(),
+                            self.run_id,
+                            std::slice::from_ref(one),
+                        )
+                        .await
+                        .map_err(|e| e.to_string()),
                     };
                     match stored {
-                        Ok(outcomes) => record_outcomes(&outcomes, &mut written),
+                        Ok(outcomes) => self.handle(outcomes, std::slice::from_ref(one)).await?,
                         Err(e) => {
-                            if let Err(lost) = lock.check().await {
-                                return WriterEnd {
-                                    written,
-                                    lock: Err(lost),
-                                };
-                            }
+                            self.lock.check().await?;
                             let failure = plain_failure(
                                 one.customer,
                                 one.attempt_started,
@@ -621,19 +662,96 @@ async fn write_all(
                                 ),
                             );
                             tracing::warn!(customer_id = %one.customer, error = %failure.message, "customer not stored");
-                            if let Err(e2) = record_failure(&mut lock, run_id, &failure).await {
-                                tracing::error!(error = %e2, "could not record the customer's failure");
-                            }
-                            written.failed += 1;
+                            self.record_failure(&failure).await?;
+                            self.written.failed += 1;
                         }
                     }
                 }
+                Ok(())
             }
         }
     }
-    WriterEnd {
-        written,
-        lock: Ok(lock),
+
+    async fn handle(
+        &mut self,
+        outcomes: Vec<store::Outcome>,
+        snapshots: &[store::CustomerSnapshot],
+    ) -> Result<(), LockLost> {
+        for outcome in outcomes {
+            match outcome {
+                store::Outcome::Stored(o) => record_outcome(&o, &mut self.written),
+                store::Outcome::SecondLookNeeded { customer, removals } => {
+                    if let Some(first) = snapshots.iter().find(|s| s.customer == customer) {
+                        self.second_look(first.clone(), removals);
+                    }
+                }
+                store::Outcome::NotConfirmed { customer, message } => {
+                    tracing::warn!(customer_id = %customer, error = %message, "mass removal not confirmed");
+                    let at = snapshots
+                        .iter()
+                        .find(|s| s.customer == customer)
+                        .map_or_else(Utc::now, |s| s.attempt_started);
+                    self.record_failure(&plain_failure(customer, at, "second_look", message))
+                        .await?;
+                    self.written.failed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the customer's subscriptions again after a pause; the answer comes back as a
+    /// snapshot carrying the first answer's removals.
+    fn second_look(&mut self, first: store::CustomerSnapshot, removals: BTreeSet<String>) {
+        self.pending += 1;
+        self.ctx.second_looks.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            customer_id = %first.customer,
+            removals = removals.len(),
+            "one answer would remove most of the customer's subscriptions; asking again before believing it"
+        );
+        let (ctx, tx) = (self.ctx.clone(), self.rechecks.clone());
+        tokio::spawn(async move {
+            let look = async {
+                tokio::time::sleep(SECOND_LOOK_PAUSE).await;
+                let mpn = match &first.scope {
+                    Scope::Partner(p) => Some(p.as_str()),
+                    Scope::AllPartners => None,
+                };
+                match ctx.client.subscriptions(first.customer, mpn).await {
+                    Ok(subscriptions) => ToWriter::Snapshot(store::CustomerSnapshot {
+                        subscriptions,
+                        first_look: Some(removals),
+                        ..first.clone()
+                    }),
+                    Err(ApiError::Cancelled) => ToWriter::Cancelled,
+                    Err(e) => match failure_of(
+                        first.customer,
+                        first.attempt_started,
+                        "get_subscriptions",
+                        &e,
+                    ) {
+                        CustomerResult::Failed(f) | CustomerResult::Fatal(f) => {
+                            ToWriter::Failure(f)
+                        }
+                        _ => ToWriter::Cancelled,
+                    },
+                }
+            };
+            let message = tokio::select! {
+                _ = ctx.cancel.cancelled() => ToWriter::Cancelled,
+                m = look => m,
+            };
+            let _ = tx.send(message);
+        });
+    }
+
+    async fn record_failure(&mut self, f: &CustomerFailure) -> Result<(), LockLost> {
+        if let Err(e) = record_failure(&mut self.lock, self.run_id, f).await {
+            self.lock.check().await?;
+            tracing::error!(error = %e, "could not record the customer's failure");
+        }
+        Ok(())
     }
 }
 
@@ -656,8 +774,8 @@ async fn record_failure(
     .await
 }
 
-fn record_outcomes(outcomes: &[store::StoreOutcome], written: &mut Written) {
-    for o in outcomes {
+fn record_outcome(o: &store::StoreOutcome, written: &mut Written) {
+    {
         written.succeeded += 1;
         written.changes += o.events.len() as u64;
         written.rows_written += o.rows_written;
@@ -700,103 +818,14 @@ async fn sync_customer(ctx: Arc<TaskContext>, customer: ListedCustomer) -> Custo
         (Err(e), _) => return failed("get_subscriptions", &e),
         (_, Err(e)) => return failed("get_managed_services", &e),
     };
-    let subscriptions = match second_look(&ctx, &customer, &scope, subscriptions).await {
-        Ok(s) => s,
-        Err(NotConfirmed::Cancelled) => return CustomerResult::Cancelled,
-        Err(NotConfirmed::Fetch(e)) => return failed("get_subscriptions", &e),
-        Err(NotConfirmed::Store(e)) => {
-            let message =
-                format!("reading the stored subscriptions failed (nothing was written): {e}");
-            return CustomerResult::Failed(plain_failure(
-                customer.id,
-                attempt_started,
-                "store",
-                message,
-            ));
-        }
-        Err(NotConfirmed::Disagreed(message)) => {
-            return CustomerResult::Failed(plain_failure(
-                customer.id,
-                attempt_started,
-                "second_look",
-                message,
-            ));
-        }
-    };
     CustomerResult::Fetched(store::CustomerSnapshot {
         customer: customer.id,
         attempt_started,
         scope,
         subscriptions,
         services,
+        first_look: None,
     })
-}
-
-/// Why an answer that would remove most of a customer's subscriptions was not applied.
-enum NotConfirmed {
-    Cancelled,
-    Fetch(ApiError),
-    Store(sqlx::Error),
-    Disagreed(String),
-}
-
-/// The subscriptions to store. When this answer would remove more than half of the customer's
-/// tracked subscriptions (and at least 2), the customer is fetched once more after a pause,
-/// and the answer stands only if both agree on what was removed.
-async fn second_look(
-    ctx: &TaskContext,
-    customer: &ListedCustomer,
-    scope: &Scope,
-    first: Complete<Subscription>,
-) -> Result<Complete<Subscription>, NotConfirmed> {
-    let tracked = store::tracked_subscriptions(&ctx.pool, customer.id)
-        .await
-        .map_err(NotConfirmed::Store)?;
-    let removals = |answer: &[Subscription]| -> BTreeSet<String> {
-        let present: HashSet<&str> = answer.iter().map(|s| s.id.as_str()).collect();
-        tracked
-            .iter()
-            .filter(|(id, partner)| {
-                scope.covers(partner.as_deref()) && !present.contains(id.as_str())
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
-    };
-    let first_removals = removals(&first);
-    if !diff::needs_second_look(first_removals.len(), tracked.len()) {
-        return Ok(first);
-    }
-    ctx.second_looks.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(
-        removals = first_removals.len(),
-        tracked = tracked.len(),
-        "one answer would remove most of the customer's subscriptions; asking again before believing it"
-    );
-    tokio::select! {
-        _ = ctx.cancel.cancelled() => return Err(NotConfirmed::Cancelled),
-        _ = tokio::time::sleep(SECOND_LOOK_PAUSE) => {}
-    }
-    let second = match ctx
-        .client
-        .subscriptions(customer.id, customer.mpn_id.as_deref())
-        .await
-    {
-        Ok(s) => s,
-        Err(ApiError::Cancelled) => return Err(NotConfirmed::Cancelled),
-        Err(e) => return Err(NotConfirmed::Fetch(e)),
-    };
-    let second_removals = removals(&second);
-    if second_removals == first_removals {
-        return Ok(second);
-    }
-    let message = format!(
-        "a second look disagreed with the first answer: the first would have removed {} of {} tracked subscriptions, the second {}; nothing was changed, the next pass will look again",
-        first_removals.len(),
-        tracked.len(),
-        second_removals.len()
-    );
-    tracing::warn!(error = %message, "mass removal not confirmed");
-    Err(NotConfirmed::Disagreed(message))
 }
 
 fn plain_failure(

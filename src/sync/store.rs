@@ -6,7 +6,7 @@
 //! `jsonb_to_recordset`, and the subscription columns are generated from
 //! [`SUBSCRIPTION_FIELDS`]: no value is matched to its column by position.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,7 +19,7 @@ use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use super::customers::ListedCustomer;
-use super::diff::{Entity, JsonChange, Op, Scope, Stored, diff, json_changes};
+use super::diff::{Entity, JsonChange, Op, Scope, Stored, diff, json_changes, needs_second_look};
 use crate::partner_center::fields::{FieldValue, Kind, SUBSCRIPTION_FIELDS};
 use crate::partner_center::{Complete, ManagedService, Subscription};
 
@@ -323,6 +323,24 @@ pub struct CustomerSnapshot {
     /// `None` when managed services were not fetched (App-only): the stored ones are then
     /// left as they are.
     pub services: Option<Complete<ManagedService>>,
+    /// For a second look before a mass removal: the subscriptions the first answer would
+    /// have removed. This answer is stored only if it removes exactly these.
+    pub first_look: Option<BTreeSet<String>>,
+}
+
+/// What became of one customer of a batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Written (or nothing to write).
+    Stored(StoreOutcome),
+    /// This answer would remove more than half of the customer's tracked subscriptions (and
+    /// at least 2): nothing was written; ask again and store only if the answers agree.
+    SecondLookNeeded {
+        customer: Uuid,
+        removals: BTreeSet<String>,
+    },
+    /// The second answer disagreed with the first: nothing was written.
+    NotConfirmed { customer: Uuid, message: String },
 }
 
 /// What storing one customer did.
@@ -448,7 +466,7 @@ pub async fn store_batch(
     conn: &mut PgConnection,
     run_id: Uuid,
     batch: &[CustomerSnapshot],
-) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
     let fetched_subs: Vec<FetchedRecord<'_, RawValue>> = batch
         .iter()
@@ -519,10 +537,40 @@ pub async fn store_batch(
 
     let mut doc = BatchDocument::default();
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut verdicts = Vec::new();
     for f in batch {
         let subs = split(stored_subs.remove(&f.customer).unwrap_or_default());
         let services = split(stored_services.remove(&f.customer).unwrap_or_default());
         let sub_ops = diff(&f.subscriptions, &f.scope, &subs.0);
+        let removals: BTreeSet<String> = sub_ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Removed(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let tracked = subs.0.iter().filter(|s| !s.removed && !s.untracked).count();
+        match &f.first_look {
+            None if needs_second_look(removals.len(), tracked) => {
+                verdicts.push(Outcome::SecondLookNeeded {
+                    customer: f.customer,
+                    removals,
+                });
+                continue;
+            }
+            Some(first) if *first != removals => {
+                verdicts.push(Outcome::NotConfirmed {
+                    customer: f.customer,
+                    message: format!(
+                        "a second look disagreed with the first answer: the first would have removed {} of {tracked} tracked subscriptions, the second {}; nothing was changed, the next pass will look again",
+                        first.len(),
+                        removals.len()
+                    ),
+                });
+                continue;
+            }
+            _ => {}
+        }
         let ms_ops = match &f.services {
             Some(fetched) => diff(fetched, &Scope::AllPartners, &services.0),
             None => Vec::new(),
@@ -606,7 +654,8 @@ pub async fn store_batch(
         .bind(run_id)
         .fetch_one(&mut *conn)
         .await?;
-    Ok(outcomes)
+    verdicts.extend(outcomes.into_iter().map(Outcome::Stored));
+    Ok(verdicts)
 }
 
 /// A customer that could not be synced: its data stays as it was; its status and the error
@@ -720,19 +769,4 @@ pub async fn upsert_customers(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
-}
-
-/// The customer's tracked, present subscriptions as (id, partner): what one answer could
-/// remove, for the second-look check before a mass removal.
-pub async fn tracked_subscriptions(
-    pool: &sqlx::PgPool,
-    customer: Uuid,
-) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT subscription_id, partner_id FROM pcsync.subscriptions
-         WHERE customer_id = $1 AND removed_at IS NULL AND untracked_at IS NULL",
-    )
-    .bind(customer)
-    .fetch_all(pool)
-    .await
 }
