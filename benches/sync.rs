@@ -19,10 +19,10 @@ use pcsync::config::{Settings, Sources};
 use pcsync::partner_center::PartnerCenterClient;
 use pcsync::partner_center::fields::{FieldValue, SUBSCRIPTION_FIELDS};
 use pcsync::pgserver::PgServer;
-use pcsync::simulator::{Knobs, SEED_MPN_ID, SimConfig, Simulator};
+use pcsync::simulator::{Change, Endpoint, Knobs, SEED_MPN_ID, SimConfig, Simulator};
 use pcsync::sync::customers::ListedCustomer;
 use pcsync::sync::diff::Scope;
-use pcsync::sync::{self, PassReport, Trigger, store};
+use pcsync::sync::{self, PassChoice, PassReport, Trigger, store};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -238,6 +238,9 @@ const TABLES: [&str; 7] = [
 
 #[derive(Default, Clone, serde::Serialize)]
 struct Row {
+    /// The kind of pass the scenario runs; full when not said.
+    #[serde(skip)]
+    choice: Option<PassChoice>,
     scenario: String,
     setting: String,
     bound: String,
@@ -302,7 +305,14 @@ impl Bench {
         let cpu0 = cpu_seconds("/proc/self/stat") - sim0;
         let started = Instant::now();
         let stop = tokio_util::sync::CancellationToken::new();
-        let report = sync::run_pass(settings, &db.pool, Trigger::Benchmark, stop).await?;
+        let report = sync::run_pass(
+            settings,
+            &db.pool,
+            Trigger::Benchmark,
+            row.choice.unwrap_or(PassChoice::Full),
+            stop,
+        )
+        .await?;
         row.wall_s = started.elapsed().as_secs_f64();
         let sim1 = self.sim.cpu();
         row.cpu_s = cpu_seconds("/proc/self/stat") - sim1 - cpu0;
@@ -349,7 +359,7 @@ async fn run() -> Result<Vec<Row>> {
     // D runs last of the passes: its mutation makes the in-process simulator keep the changed
     // customers, memory that would otherwise count in the later passes' peak RSS.
     let mut loaded = None;
-    if wanted("A") || wanted("C") || wanted("D") {
+    if wanted("A") || wanted("C") || wanted("D") || wanted("E") {
         let (db, first) = latency_and_no_change(&bench, requests).await?;
         rows.extend(first);
         loaded = Some(db);
@@ -362,6 +372,10 @@ async fn run() -> Result<Vec<Row>> {
     }
     bench.sim.sim.set_knobs(Knobs::default());
     if let Some(db) = loaded {
+        // E before D: D's changes would be in the activity log E reads.
+        if wanted("E") {
+            rows.push(incremental(&bench, &db).await?);
+        }
         if wanted("D") {
             rows.push(one_percent_changed(&bench, &db).await?);
         }
@@ -422,6 +436,71 @@ async fn latency_and_no_change(bench: &Bench, requests: f64) -> Result<(BenchDb,
     rows.push(c);
 
     Ok((db_a, rows))
+}
+
+/// E: 1 % of customers changed by partner operations (one subscription's quantity each), then
+/// one incremental pass. It must ask only for the log and the changed customers, record one
+/// event per change with who made it, and leave nothing for a full pass to find.
+async fn incremental(bench: &Bench, db: &BenchDb) -> Result<Row> {
+    eprintln!("E: 1 % of customers changed by partner operations, incremental pass ...");
+    let ids = bench.sim.sim.customer_ids();
+    let mut changed = 0u64;
+    for id in ids.iter().step_by(100) {
+        let Some(c) = bench.sim.sim.customer(*id) else {
+            continue;
+        };
+        let Some(sub) = c
+            .subscriptions
+            .iter()
+            .find(|s| s["partnerId"] == SEED_MPN_ID)
+        else {
+            continue;
+        };
+        let quantity = sub["quantity"].as_i64().unwrap_or(1);
+        bench.sim.sim.apply(Change::SetSubscriptionField {
+            customer_id: *id,
+            subscription_id: sub["id"].as_str().unwrap_or_default().to_string(),
+            field: "quantity".into(),
+            value: json!(quantity + 1),
+        })?;
+        changed += 1;
+    }
+    let full_requests = 2 * u64::from(bench.customers);
+    let mut row = Row {
+        choice: Some(PassChoice::Incremental),
+        scenario: "E incremental (1 % of customers changed by partner operations)".into(),
+        setting: format!(
+            "{changed} customers changed, one subscription each, through the partner's app; one incremental pass"
+        ),
+        bound: "log pages + 2 × changed customers".into(),
+        target: "requests ≤ log pages + 2 × changed + 1 %, ≤ 2.5 % of a full pass; the events a full pass would record".into(),
+        ..Row::default()
+    };
+    let settings = bench.settings(db, 1_000_000, CONCURRENCY)?;
+    let report = bench.measured_pass(db, &settings, &mut row).await?;
+    let log_pages = bench.sim.sim.stats().total(Endpoint::AuditRecords);
+    let bound = log_pages + 2 * changed;
+    let allowed = bound + bound.div_ceil(100);
+    // What a full pass finds after it: nothing, if the incremental pass missed nothing.
+    let mut check = Row::default();
+    let full = bench.measured_pass(db, &settings, &mut check).await?;
+    row.bound_s = None;
+    row.met = report.api_requests <= allowed
+        && (report.api_requests as f64) <= 0.025 * full_requests as f64
+        && report.changes == changed
+        && report.attributed == changed
+        && full.changes == 0
+        && report.customers_failed == 0;
+    row.note = format!(
+        "{} requests ({log_pages} log pages + {} customer requests) against {allowed} allowed and {full_requests} for a full pass ({:.2} %); {} events for {changed} changes, {} attributed to who made them; a full pass afterwards found {} more",
+        report.api_requests,
+        report.api_requests.saturating_sub(log_pages),
+        100.0 * report.api_requests as f64 / full_requests as f64,
+        report.changes,
+        report.attributed,
+        full.changes
+    );
+    Ok(row)
 }
 
 /// D: 1 % of subscriptions changed: exactly those written.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Settings, Sources};
 use crate::partner_center::{RefreshTokenStore, TokenProvider};
 use crate::shutdown::{Shutdown, Signal};
-use crate::sync::{self, PassReport, RunStatus, SyncError, Trigger};
+use crate::sync::{self, PassChoice, PassReport, RunStatus, SyncError, Trigger};
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
@@ -32,6 +32,12 @@ pub enum Command {
         /// Run one pass now and exit (for an outside cron or a Kubernetes CronJob).
         #[arg(long)]
         once: bool,
+        /// With --once: a full pass (every customer), whatever sync.full_schedule says.
+        #[arg(long, requires = "once", conflicts_with = "incremental")]
+        full: bool,
+        /// With --once: an incremental pass (from the activity log) when a watermark allows.
+        #[arg(long, requires = "once")]
+        incremental: bool,
     },
     /// Apply the database migrations and exit.
     Migrate,
@@ -168,11 +174,20 @@ async fn dispatch(cli: Cli) -> Exit {
             };
             migrate(&settings).await
         }
-        Command::Run { once } => {
+        Command::Run {
+            once,
+            full,
+            incremental,
+        } => {
             let Some(settings) = load(&sources) else {
                 return Exit::Fatal;
             };
-            run(&settings, once).await
+            let choice = match (full, incremental) {
+                (true, _) => PassChoice::Full,
+                (_, true) => PassChoice::Incremental,
+                _ => PassChoice::Auto,
+            };
+            run(&settings, once, choice).await
         }
     }
 }
@@ -238,6 +253,7 @@ async fn bounded_pass(
     settings: &Settings,
     pool: &sqlx::PgPool,
     trigger: Trigger,
+    choice: PassChoice,
     shutdown: &Shutdown,
 ) -> Option<Result<PassReport, SyncError>> {
     let grace = settings.sync.shutdown_grace;
@@ -246,7 +262,7 @@ async fn bounded_pass(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = sync::run_pass(settings, pool, trigger, shutdown.cancel.clone()) => Some(result),
+        result = sync::run_pass(settings, pool, trigger, choice, shutdown.cancel.clone()) => Some(result),
         _ = deadline => {
             tracing::error!(
                 grace_secs = grace.as_secs(),
@@ -257,7 +273,7 @@ async fn bounded_pass(
     }
 }
 
-async fn run(settings: &Settings, once: bool) -> Exit {
+async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
     let pool = match db::connect(&settings.database).await {
         Ok(p) => p,
         Err(e) => {
@@ -271,7 +287,7 @@ async fn run(settings: &Settings, once: bool) -> Exit {
     }
     let shutdown = Shutdown::listen();
     if once {
-        return match bounded_pass(settings, &pool, Trigger::Once, &shutdown).await {
+        return match bounded_pass(settings, &pool, Trigger::Once, choice, &shutdown).await {
             None => signal_exit(shutdown.received()),
             Some(Ok(report)) => pass_exit(&report, shutdown.received()),
             Some(Err(SyncError::AlreadyRunning)) => {
@@ -299,7 +315,15 @@ async fn run(settings: &Settings, once: bool) -> Exit {
         }
         // Passes run one after another in this loop, so the worker never overlaps itself; a
         // pass longer than the interval skips the firings it covered.
-        match bounded_pass(settings, &pool, Trigger::Schedule, &shutdown).await {
+        match bounded_pass(
+            settings,
+            &pool,
+            Trigger::Schedule,
+            PassChoice::Auto,
+            &shutdown,
+        )
+        .await
+        {
             None => return signal_exit(shutdown.received()),
             Some(Ok(_)) => {}
             Some(Err(SyncError::AlreadyRunning)) => {

@@ -203,7 +203,10 @@ pub struct CustomerSettings {
 pub struct SyncSettings {
     /// When passes start, read in `timezone`.
     pub schedule: CronSchedule,
-    /// The IANA time zone the schedule is read in (default UTC).
+    /// Which firings of `schedule` run a full pass (the others are incremental), read in
+    /// `timezone`: a firing after this schedule fired since the last full pass is full.
+    pub full_schedule: CronSchedule,
+    /// The IANA time zone the schedules are read in (default UTC).
     pub timezone: chrono_tz::Tz,
     /// After SIGTERM/SIGINT, how long the pass may take to stop before pcsync exits anyway.
     pub shutdown_grace: Duration,
@@ -306,6 +309,7 @@ struct RawCustomers {
 #[serde(deny_unknown_fields)]
 struct RawSync {
     schedule: Option<String>,
+    full_schedule: Option<String>,
     timezone: Option<String>,
     shutdown_grace_secs: Option<String>,
 }
@@ -699,6 +703,17 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             ),
         )
     })?;
+    let full_text = required(
+        "sync.full_schedule",
+        raw.sync.full_schedule,
+        "a cron expression such as \"0 2 * * 0\"",
+    )?;
+    let full_schedule = CronSchedule::parse(&full_text, timezone).map_err(|e| {
+        invalid(
+            "sync.full_schedule",
+            format!("expected a cron expression like sync.schedule's, got {full_text:?}: {e}"),
+        )
+    })?;
     let shutdown_grace = Duration::from_secs(number(
         "sync.shutdown_grace_secs",
         raw.sync.shutdown_grace_secs,
@@ -723,6 +738,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         customers,
         sync: SyncSettings {
             schedule,
+            full_schedule,
             timezone,
             shutdown_grace,
         },

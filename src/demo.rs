@@ -96,7 +96,14 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
     db::migrate(&pool).await?;
     let stop = tokio_util::sync::CancellationToken::new();
 
-    let first = sync::run_pass(&settings, &pool, Trigger::Demo, stop.clone()).await?;
+    let first = sync::run_pass(
+        &settings,
+        &pool,
+        Trigger::Demo,
+        sync::PassChoice::Auto,
+        stop.clone(),
+    )
+    .await?;
     let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.subscriptions")
         .fetch_one(&pool)
         .await?;
@@ -137,7 +144,14 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
         simulated.len()
     );
 
-    let second = sync::run_pass(&settings, &pool, Trigger::Demo, stop).await?;
+    let second = sync::run_pass(
+        &settings,
+        &pool,
+        Trigger::Demo,
+        sync::PassChoice::Auto,
+        stop,
+    )
+    .await?;
     println!();
     print_pass("pass 2", &second);
     let by_kind: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(

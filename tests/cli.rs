@@ -180,7 +180,7 @@ async fn json_logs_are_one_object_per_line_with_the_run_id() {
         .find(|l| {
             l["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("sync pass succeeded"))
+                .is_some_and(|m| m.starts_with("full sync pass succeeded"))
         })
         .expect("a summary line");
     assert!(summary["span"]["run_id"].is_string(), "{summary}");

@@ -393,7 +393,14 @@ async fn a_pass_that_loses_its_lock_stops_writing() {
     let pool = s.db.pool.clone();
     let running = tokio::spawn(async move {
         let never = CancellationToken::new();
-        pcsync::sync::run_pass(&settings, &pool, pcsync::sync::Trigger::Test, never).await
+        pcsync::sync::run_pass(
+            &settings,
+            &pool,
+            pcsync::sync::Trigger::Test,
+            pcsync::sync::PassChoice::Full,
+            never,
+        )
+        .await
     });
     // Wait for some customers to be stored, then end the session that holds the lock.
     for _ in 0..100 {

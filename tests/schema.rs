@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 const TABLES: &[&str] = &[
+    "activity_log",
     "customers",
     "subscriptions",
     "managed_services",

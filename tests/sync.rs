@@ -625,7 +625,11 @@ async fn app_only_mode_skips_managed_services_and_keeps_the_stored_ones() {
     assert!(services > 0);
     let report = pass(&s, &[("PCSYNC__AUTH__MODE", "app_only")]).await;
     assert_eq!(report.status, RunStatus::Succeeded);
-    assert_eq!(report.api_requests, 5, "subscriptions only");
+    assert_eq!(
+        report.api_requests,
+        1 + 5,
+        "the activity log (for who changed what), then subscriptions only"
+    );
     assert_eq!(report.changes, 0, "nothing removed");
     assert_eq!(
         count(

@@ -240,6 +240,22 @@ impl PartnerCenterClient {
             })
     }
 
+    /// The activity log's records for whole days (UTC) from `start` to `end`, proven complete.
+    pub async fn activity(
+        &self,
+        start: chrono::NaiveDate,
+        end: chrono::NaiveDate,
+    ) -> Result<Complete<serde_json::Map<String, serde_json::Value>>, ApiError> {
+        let url = self.url(&format!(
+            "/v1/auditrecords?startDate={start}&endDate={end}&size=500"
+        ))?;
+        let op = "GET /v1/auditrecords".to_string();
+        paging::Pager::new(self, url, op.clone())
+            .collect()
+            .await?
+            .try_map(|raw| models::object_of(&raw).map_err(|e| self.decode_error(&op, e)))
+    }
+
     /// The customer list, page by page.
     pub fn customers(&self, page_size: u32) -> CustomerPager<'_> {
         let first = self

@@ -10,7 +10,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::schedule::CronSchedule;
 
 use crate::partner_center::fields::parse_timestamp;
 use crate::partner_center::models::ParseError;
@@ -158,10 +161,222 @@ impl ActivityRecord {
     }
 }
 
+/// What the run ledger says about earlier passes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ledger {
+    /// The newest `activity_read_through` of a succeeded or partial pass.
+    pub watermark: Option<DateTime<Utc>>,
+    /// When the newest succeeded or partial full pass started.
+    pub last_full: Option<DateTime<Utc>>,
+}
+
+impl Ledger {
+    pub async fn read(conn: &mut PgConnection) -> Result<Ledger, sqlx::Error> {
+        let (watermark, last_full) = sqlx::query_as(
+            "SELECT max(activity_read_through), max(started_at) FILTER (WHERE kind = 'full')
+             FROM pcsync.sync_runs WHERE status IN ('succeeded', 'partial')",
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(Ledger {
+            watermark,
+            last_full,
+        })
+    }
+}
+
+/// Which pass to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassChoice {
+    /// Incremental, unless a full pass is due (see [`decide`]).
+    Auto,
+    Full,
+    Incremental,
+}
+
+/// The kind of a pass (`sync_runs.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    Full,
+    Incremental,
+}
+
+impl PassKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassKind::Full => "full",
+            PassKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// The pass to run now, and why. A full pass when asked for, when there is no watermark, when
+/// the watermark is older than the log can be trusted to reach ([`WATERMARK_MAX_AGE`]), or
+/// (for `Auto`) when `full_schedule` fired since the last full pass started.
+pub fn decide(
+    choice: PassChoice,
+    ledger: &Ledger,
+    full_schedule: &CronSchedule,
+    now: DateTime<Utc>,
+) -> (PassKind, &'static str) {
+    if choice == PassChoice::Full {
+        return (PassKind::Full, "a full pass was asked for");
+    }
+    let Some(watermark) = ledger.watermark else {
+        return (
+            PassKind::Full,
+            "no pass has read the activity log yet (no watermark)",
+        );
+    };
+    if now - watermark > WATERMARK_MAX_AGE {
+        return (
+            PassKind::Full,
+            "the watermark is older than the activity log keeps (90 days, less 2 days' margin)",
+        );
+    }
+    if choice == PassChoice::Auto {
+        let due = match ledger.last_full {
+            None => true,
+            Some(t) => full_schedule.next_after(t).is_some_and(|n| n <= now),
+        };
+        if due {
+            return (
+                PassKind::Full,
+                "sync.full_schedule fired since the last full pass",
+            );
+        }
+    }
+    (
+        PassKind::Incremental,
+        "the activity log says which customers changed",
+    )
+}
+
+/// Keeps the records (a record read twice is kept once).
+pub async fn store(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    records: &[ActivityRecord],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO pcsync.activity_log (record_id, customer_id, customer_name, partner_id,
+            user_principal_name, application_id, resource_type, operation_type, operation_status,
+            operation_at, subscription_ids, resource_old_value, resource_new_value, customized_data,
+            original_correlation_id, raw, run_id)
+         SELECT r.*, $2 FROM jsonb_to_recordset($1::jsonb) AS r(record_id text, customer_id uuid,
+            customer_name text, partner_id text, user_principal_name text, application_id text,
+            resource_type text, operation_type text, operation_status text, operation_at timestamptz,
+            subscription_ids text[], resource_old_value jsonb, resource_new_value jsonb,
+            customized_data jsonb, original_correlation_id text, raw jsonb)
+         ON CONFLICT (record_id) DO NOTHING",
+    )
+    .bind(sqlx::types::Json(records))
+    .bind(run_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Fills `changed_by`, `changed_via`, `operation` and `operation_at` of the pass's subscription
+/// events that exactly one activity record since `since` explains: same customer, naming the
+/// subscription, succeeded. A record whose new value names the changed field is preferred;
+/// when several records fit either way, the event stays unattributed. Returns the events
+/// attributed.
+pub async fn attribute(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut attributed = 0;
+    for by_field in [true, false] {
+        attributed += sqlx::query(
+            "UPDATE pcsync.change_events e
+             SET changed_by = a.user_principal_name, changed_via = a.application_id,
+                 operation = a.operation_type, operation_at = a.operation_at
+             FROM pcsync.activity_log a
+             WHERE e.run_id = $1 AND e.entity = 'subscription' AND e.changed_by IS NULL
+               AND a.record_id = (
+                   SELECT min(c.record_id) FROM pcsync.activity_log c
+                   WHERE c.customer_id = e.customer_id AND e.entity_id = ANY (c.subscription_ids)
+                     AND c.operation_at >= $2
+                     AND coalesce(c.operation_status, 'succeeded') = 'succeeded'
+                     AND (NOT $3 OR (e.kind = 'changed' AND e.field <> 'raw' AND EXISTS (
+                         SELECT 1 FROM jsonb_object_keys(CASE WHEN jsonb_typeof(c.resource_new_value) = 'object'
+                             THEN c.resource_new_value ELSE '{}'::jsonb END) AS k
+                         WHERE lower(k) = replace(e.field, '_', ''))))
+                   HAVING count(*) = 1)",
+        )
+        .bind(run_id)
+        .bind(since)
+        .bind(by_field)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(attributed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_full_pass_when_asked_due_or_the_log_cannot_reach_back() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z")
+            .expect("date")
+            .to_utc();
+        let weekly =
+            CronSchedule::parse("0 2 * * 0", chrono_tz::Tz::UTC).expect("sundays at 02:00");
+        let day = Duration::days(1);
+        let ledger = |wm: Option<Duration>, full: Option<Duration>| Ledger {
+            watermark: wm.map(|d| now - d),
+            last_full: full.map(|d| now - d),
+        };
+        let kind = |choice, l: Ledger| decide(choice, &l, &weekly, now).0;
+        // 2026-11-22 is a Sunday: the weekly full pass fired at 02:00.
+        assert_eq!(
+            kind(PassChoice::Auto, ledger(Some(day), Some(day * 7))),
+            PassKind::Full
+        );
+        let monday = now + day;
+        let after_sunday = Ledger {
+            watermark: Some(now),
+            last_full: Some(now + Duration::seconds(1)),
+        };
+        assert_eq!(
+            decide(PassChoice::Auto, &after_sunday, &weekly, monday).0,
+            PassKind::Incremental,
+            "the day after the weekly full pass"
+        );
+        assert_eq!(
+            kind(PassChoice::Auto, ledger(None, Some(day))),
+            PassKind::Full
+        );
+        assert_eq!(
+            kind(PassChoice::Incremental, ledger(None, None)),
+            PassKind::Full
+        );
+        assert_eq!(
+            kind(PassChoice::Incremental, ledger(Some(day * 89), Some(day))),
+            PassKind::Full,
+            "older than the log can be trusted to reach"
+        );
+        assert_eq!(
+            kind(
+                PassChoice::Incremental,
+                ledger(Some(day * 87), Some(day * 87))
+            ),
+            PassKind::Incremental
+        );
+        assert_eq!(
+            kind(PassChoice::Full, ledger(Some(day), Some(day))),
+            PassKind::Full
+        );
+    }
 
     #[test]
     fn relevant_operations_by_resource_type_tolerant_of_new_ones() {

@@ -15,7 +15,7 @@ pub mod diff;
 pub mod lock;
 pub mod store;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::config::{AuthMode, CustomerSource, Settings};
 use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
+pub use activity::{PassChoice, PassKind};
 use customers::ListedCustomer;
 use diff::Scope;
 use lock::{LockLost, PassLock};
@@ -108,6 +109,13 @@ pub struct PassReport {
     pub second_looks: u64,
     /// Rows of `subscriptions` and `managed_services` inserted or updated.
     pub rows_written: u64,
+    pub kind: PassKind,
+    /// Relevant activity log records read.
+    pub activity_records: u64,
+    /// The watermark this pass leaves when it succeeds (or is partial).
+    pub activity_read_through: Option<DateTime<Utc>>,
+    /// Change events the activity log explained (`changed_by` filled).
+    pub attributed: u64,
     pub error: Option<String>,
     pub elapsed: Duration,
 }
@@ -129,12 +137,14 @@ pub async fn run_pass(
     settings: &Settings,
     pool: &PgPool,
     trigger: Trigger,
+    choice: PassChoice,
     cancel: CancellationToken,
 ) -> Result<PassReport, SyncError> {
     let Some(mut lock) = PassLock::acquire(pool).await? else {
         return Err(SyncError::AlreadyRunning);
     };
     let started = Instant::now();
+    let started_at = Utc::now();
     let run_id = Uuid::new_v4();
     // Under the lock no other pass runs: a row still `running` belongs to a pass that died.
     let abandoned = sqlx::query(
@@ -170,10 +180,15 @@ pub async fn run_pass(
         changes: 0,
         second_looks: 0,
         rows_written: 0,
+        kind: PassKind::Full,
+        activity_records: 0,
+        activity_read_through: None,
+        attributed: 0,
         error: None,
         elapsed: Duration::ZERO,
     };
-    let (outcome, lock) = pass(settings, pool, lock, run_id, cancel, &mut report)
+    let plan = Plan { choice, started_at };
+    let (outcome, lock) = pass(settings, pool, lock, run_id, plan, cancel, &mut report)
         .instrument(span.clone())
         .await;
     if let Err(e) = &outcome {
@@ -191,7 +206,8 @@ pub async fn run_pass(
         "UPDATE pcsync.sync_runs SET finished_at = now(), status = $2, customers_total = $3,
             customers_succeeded = $4, customers_failed = $5, api_requests = $6,
             throttled_responses = $7, retries = $8, changes_detected = $9, error = $10,
-            second_looks = $11
+            second_looks = $11, kind = $12, activity_records = $13,
+            activity_read_through = CASE WHEN $2 IN ('succeeded', 'partial') THEN $14 END
          WHERE run_id = $1",
     )
     .bind(run_id)
@@ -205,6 +221,9 @@ pub async fn run_pass(
     .bind(clamp(report.changes))
     .bind(report.error.as_deref())
     .bind(clamp(report.second_looks))
+    .bind(report.kind.as_str())
+    .bind(clamp(report.activity_records))
+    .bind(report.activity_read_through)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -213,20 +232,26 @@ pub async fn run_pass(
     }
     let _enter = span.enter();
     let summary = format!(
-        "sync pass {}: {} of {} customers synced, {} failed, {} changes, {} second looks, {} requests, {} throttled, {} retries, {:.1} s",
+        "{} sync pass {}: {} of {} customers synced, {} failed, {} changes, {} second looks, {} activity records, {} requests, {} throttled, {} retries, {:.1} s",
+        report.kind.as_str(),
         report.status.as_str(),
         report.customers_succeeded,
         report.customers_total,
         report.customers_failed,
         report.changes,
         report.second_looks,
+        report.activity_records,
         report.api_requests,
         report.throttled,
         report.retries,
         report.elapsed.as_secs_f64()
     );
     match report.status {
-        RunStatus::Succeeded => tracing::info!(status = report.status.as_str(), "{summary}"),
+        RunStatus::Succeeded => tracing::info!(
+            status = report.status.as_str(),
+            kind = report.kind.as_str(),
+            "{summary}"
+        ),
         _ => tracing::warn!(
             status = report.status.as_str(),
             error = report.error.as_deref(),
@@ -300,15 +325,31 @@ enum CustomerResult {
 }
 
 /// The pass after the run row exists. Hands the lock back when it still holds it.
+/// What the pass was asked to be, and when it started.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    choice: PassChoice,
+    started_at: DateTime<Utc>,
+}
+
+/// What [`prepare`] hands the fetching: the customers, the client, and since when activity
+/// records may explain this pass's changes (when the log was read).
+struct Prepared {
+    customers: Vec<ListedCustomer>,
+    client: PartnerCenterClient,
+    attribute_since: Option<DateTime<Utc>>,
+}
+
 async fn pass(
     settings: &Settings,
     pool: &PgPool,
     mut lock: PassLock,
     run_id: Uuid,
+    plan: Plan,
     cancel: CancellationToken,
     report: &mut PassReport,
 ) -> (Result<(), PassError>, Option<PassLock>) {
-    let customers = match prepare(settings, pool, &mut lock, run_id, &cancel, report).await {
+    let prepared = match prepare(settings, pool, &mut lock, run_id, plan, &cancel, report).await {
         Ok(Some(ready)) => ready,
         Ok(None) => {
             report.status = RunStatus::Interrupted;
@@ -317,7 +358,11 @@ async fn pass(
         }
         Err(e) => return (Err(e), Some(lock)),
     };
-    let (customers, client) = customers;
+    let Prepared {
+        customers,
+        client,
+        attribute_since,
+    } = prepared;
     let fetch_managed_services = client.tokens().mode() == AuthMode::AppUser;
     let ctx = Arc::new(TaskContext {
         client,
@@ -407,6 +452,18 @@ async fn pass(
     if let Some(e) = writer_error {
         return (Err(e), lock);
     }
+    let mut lock = lock;
+    if let (Some(since), Some(l)) = (attribute_since, lock.as_mut()) {
+        match activity::attribute(l.conn(), run_id, since).await {
+            Ok(n) => report.attributed = n,
+            Err(e) => {
+                if let Err(lost) = l.check().await {
+                    return (Err(lost.into()), None);
+                }
+                tracing::warn!(error = %e, "the pass's changes could not be matched to the activity log");
+            }
+        }
+    }
     if let Some(message) = fatal {
         return (Err(PassError::NoCustomerCanSucceed(message)), lock);
     }
@@ -423,14 +480,16 @@ async fn pass(
 
 /// Credentials, a token, the customer list: what must work before any customer starts.
 /// `None` when the signal came first.
+#[allow(clippy::too_many_arguments)]
 async fn prepare(
     settings: &Settings,
     pool: &PgPool,
     lock: &mut PassLock,
     run_id: Uuid,
+    plan: Plan,
     cancel: &CancellationToken,
     report: &mut PassReport,
-) -> Result<Option<(Vec<ListedCustomer>, PartnerCenterClient)>, PassError> {
+) -> Result<Option<Prepared>, PassError> {
     let creds = settings.auth.credentials()?;
     let client = PartnerCenterClient::new(
         &settings.partner_center,
@@ -509,6 +568,11 @@ async fn prepare(
         }
     };
     store::upsert_customers(lock.conn(), source, &customers).await?;
+    let Some((customers, attribute_since)) =
+        choose_customers(settings, &client, lock, run_id, plan, customers, report).await?
+    else {
+        return Ok(None);
+    };
     report.customers_total = customers.len() as u64;
     if customers.is_empty() {
         tracing::warn!("the customer list is empty: nothing to sync");
@@ -518,7 +582,104 @@ async fn prepare(
             "auth.mode = \"app_only\": managed services are skipped this run (that endpoint needs App+User credentials); stored ones are left as they are"
         );
     }
-    Ok(Some((customers, client)))
+    Ok(Some(Prepared {
+        customers,
+        client,
+        attribute_since,
+    }))
+}
+
+/// Decides the kind of pass, reads the activity log when a watermark allows, and picks the
+/// customers: all of them for a full pass; for an incremental one those the log names, those
+/// never synced, and those failing (unless access is lost). Also returns since when the log's
+/// records may explain this pass's changes. `None` when the signal came first.
+async fn choose_customers(
+    settings: &Settings,
+    client: &PartnerCenterClient,
+    lock: &mut PassLock,
+    run_id: Uuid,
+    plan: Plan,
+    mut customers: Vec<ListedCustomer>,
+    report: &mut PassReport,
+) -> Result<Option<(Vec<ListedCustomer>, Option<DateTime<Utc>>)>, PassError> {
+    let ledger = activity::Ledger::read(lock.conn()).await?;
+    let now = plan.started_at;
+    let (mut kind, why) = activity::decide(plan.choice, &ledger, &settings.sync.full_schedule, now);
+    tracing::info!(kind = kind.as_str(), reason = why, "pass kind");
+    // A full pass sees every customer as it is now: the next incremental pass may start here.
+    report.activity_read_through = Some(now);
+    let from = ledger
+        .watermark
+        .filter(|w| now - *w <= activity::WATERMARK_MAX_AGE)
+        .map(|w| w - activity::OVERLAP);
+    let mut named = HashSet::new();
+    let mut attribute_since = None;
+    if let Some(from) = from {
+        match client.activity(from.date_naive(), now.date_naive()).await {
+            Ok(items) => {
+                let mut records = Vec::new();
+                for item in items.into_items() {
+                    match activity::ActivityRecord::from_json(item) {
+                        Ok(r)
+                            if activity::is_relevant(&r.resource_type)
+                                && r.operation_at >= from =>
+                        {
+                            records.push(r)
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "activity log: a record was left out"),
+                    }
+                }
+                activity::store(lock.conn(), run_id, &records).await?;
+                named = records.iter().filter_map(|r| r.customer_id).collect();
+                report.activity_records = records.len() as u64;
+                attribute_since = Some(from);
+            }
+            Err(ApiError::Cancelled) => return Ok(None),
+            Err(e) => {
+                let message = format!("the activity log could not be read: {e}");
+                if kind == PassKind::Incremental {
+                    tracing::warn!(error = %e, "the activity log could not be read; running a full pass instead");
+                    kind = PassKind::Full;
+                } else {
+                    tracing::warn!(error = %e, "the activity log could not be read; this pass's changes are not attributed");
+                }
+                let ctx = e.context();
+                store::record_error(
+                    lock.conn(),
+                    run_id,
+                    None,
+                    "read_activity_log",
+                    ctx.and_then(|c| c.http_status),
+                    ctx.and_then(|c| c.code.as_deref()),
+                    ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
+                    &message,
+                )
+                .await?;
+            }
+        }
+    }
+    report.kind = kind;
+    if kind == PassKind::Incremental {
+        let pending: HashSet<Uuid> = sqlx::query_scalar(
+            "SELECT customer_id FROM pcsync.customers
+             WHERE left_list_at IS NULL
+               AND (last_status = 'never' OR (last_status = 'failed' AND access_lost_at IS NULL))",
+        )
+        .fetch_all(lock.conn())
+        .await?
+        .into_iter()
+        .collect();
+        let listed = customers.len();
+        customers.retain(|c| named.contains(&c.id) || pending.contains(&c.id));
+        tracing::info!(
+            listed,
+            fetched = customers.len(),
+            named_by_the_log = named.len(),
+            "incremental pass: only the customers that may have changed"
+        );
+    }
+    Ok(Some((customers, attribute_since)))
 }
 
 /// What the writer did.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use pcsync::config::{Settings, Sources};
 use pcsync::simulator::{SimConfig, Simulator};
-use pcsync::sync::{self, PassReport, Trigger};
+use pcsync::sync::{self, PassChoice, PassReport, Trigger};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -55,12 +55,18 @@ pub fn settings(s: &Setup, extra: &[(&str, &str)]) -> Settings {
     .expect("valid settings")
 }
 
-/// One pass in this process, never stopped.
+/// One full pass in this process, never stopped.
 pub async fn pass(s: &Setup, extra: &[(&str, &str)]) -> PassReport {
+    pass_as(s, PassChoice::Full, extra).await
+}
+
+/// One pass of the kind asked for, in this process, never stopped.
+pub async fn pass_as(s: &Setup, choice: PassChoice, extra: &[(&str, &str)]) -> PassReport {
     sync::run_pass(
         &settings(s, extra),
         &s.db.pool,
         Trigger::Test,
+        choice,
         CancellationToken::new(),
     )
     .await
