@@ -209,15 +209,22 @@ impl FieldValue {
         }
     }
 
-    /// As the store sends it to PostgreSQL, which casts it to the column's type.
-    pub fn to_json(&self) -> Value {
+}
+
+/// As the store sends it to PostgreSQL, which casts it to the column's type: dates and
+/// timestamps as ISO 8601 text, the rest as their JSON selves.
+impl serde::Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            FieldValue::Text(s) => Value::from(s.as_str()),
-            FieldValue::Integer(n) => Value::from(*n),
-            FieldValue::Boolean(b) => Value::from(*b),
-            FieldValue::Date(_) | FieldValue::Timestamp(_) => Value::from(self.to_text()),
-            FieldValue::Json(v) => v.clone(),
-            FieldValue::TextList(l) => Value::from(l.clone()),
+            FieldValue::Text(s) => serializer.serialize_str(s),
+            FieldValue::Integer(n) => serializer.serialize_i64(*n),
+            FieldValue::Boolean(b) => serializer.serialize_bool(*b),
+            FieldValue::Date(d) => serializer.collect_str(&d.format("%Y-%m-%d")),
+            FieldValue::Timestamp(t) => {
+                serializer.collect_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
+            FieldValue::Json(v) => v.serialize(serializer),
+            FieldValue::TextList(l) => l.serialize(serializer),
         }
     }
 }

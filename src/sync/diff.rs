@@ -57,6 +57,20 @@ pub trait Entity {
     fn partner(&self) -> Option<&str> {
         None
     }
+    /// The business fields whose values differ from `new`'s, as text.
+    fn changed_fields(&self, new: &Self) -> Vec<FieldChange> {
+        self.values()
+            .into_iter()
+            .zip(new.values())
+            .zip(Self::FIELDS)
+            .filter(|((o, n), _)| o != n)
+            .map(|((old, new), field)| FieldChange {
+                field: field.column,
+                old,
+                new,
+            })
+            .collect()
+    }
 }
 
 impl Entity for Subscription {
@@ -80,6 +94,22 @@ impl Entity for Subscription {
 
     fn partner(&self) -> Option<&str> {
         self.text("partner_id")
+    }
+
+    /// Compares typed values; only those that differ are rendered as text.
+    fn changed_fields(&self, new: &Self) -> Vec<FieldChange> {
+        let text = |v: &Option<FieldValue>| v.as_ref().map(FieldValue::to_text);
+        Subscription::values(self)
+            .iter()
+            .zip(Subscription::values(new))
+            .zip(SUBSCRIPTION_FIELDS)
+            .filter(|((o, n), _)| o != n)
+            .map(|((old, new), field)| FieldChange {
+                field: field.column,
+                old: text(old),
+                new: text(new),
+            })
+            .collect()
     }
 }
 
@@ -148,17 +178,7 @@ pub struct Stored<E> {
 }
 
 fn field_changes<E: Entity>(old: &E, new: &E) -> Vec<FieldChange> {
-    old.values()
-        .into_iter()
-        .zip(new.values())
-        .zip(E::FIELDS)
-        .filter(|((o, n), _)| o != n)
-        .map(|((old, new), field)| FieldChange {
-            field: field.column,
-            old,
-            new,
-        })
-        .collect()
+    old.changed_fields(new)
 }
 
 /// The operations that turn `stored` into the complete `fetched` list, for the rows `scope`
@@ -181,6 +201,8 @@ pub fn diff<'a, E: Entity>(
             Some(old) if old.untracked => {
                 ops.push(Op::Tracked(new, field_changes(&old.entity, new)))
             }
+            // The database found the same JSON: nothing of it changed.
+            Some(old) if old.raw_same == Some(true) => {}
             Some(old) => {
                 let changes = field_changes(&old.entity, new);
                 if !changes.is_empty() {

@@ -155,17 +155,26 @@ struct StoredRow<E> {
 }
 
 fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Error> {
-    let values = SUBSCRIPTION_FIELDS
-        .iter()
-        .map(|f| decode(row, f.column, f.kind))
-        .collect::<Result<Vec<_>, _>>()?;
+    let removed: bool = row.try_get("removed")?;
+    let untracked: bool = row.try_get("untracked")?;
+    let raw_same: bool = row.try_get("raw_same")?;
+    // A present row whose JSON is what was fetched gives no operation: its columns are not
+    // needed (most rows of most passes).
+    let values = if raw_same && !removed && !untracked {
+        Vec::new()
+    } else {
+        SUBSCRIPTION_FIELDS
+            .iter()
+            .map(|f| decode(row, f.column, f.kind))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     Ok(StoredRow {
         customer: row.try_get("customer_id")?,
         old_raw: row.try_get("old_raw")?,
         stored: Stored {
-            removed: row.try_get("removed")?,
-            untracked: row.try_get("untracked")?,
-            raw_same: Some(row.try_get("raw_same")?),
+            removed,
+            untracked,
+            raw_same: Some(raw_same),
             entity: Subscription::stored(row.try_get("subscription_id")?, values),
         },
     })
@@ -366,7 +375,7 @@ impl Serialize for FieldsByColumn<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(SUBSCRIPTION_FIELDS.len()))?;
         for (field, value) in SUBSCRIPTION_FIELDS.iter().zip(self.0.values()) {
-            map.serialize_entry(field.column, &value.as_ref().map(FieldValue::to_json))?;
+            map.serialize_entry(field.column, value)?;
         }
         map.end()
     }
