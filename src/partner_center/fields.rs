@@ -202,13 +202,13 @@ impl FieldValue {
             FieldValue::Text(s) => s.clone(),
             FieldValue::Integer(n) => n.to_string(),
             FieldValue::Boolean(b) => b.to_string(),
-            FieldValue::Date(d) => d.format("%Y-%m-%d").to_string(),
+            // NaiveDate's Display is ISO 8601 (YYYY-MM-DD), without parsing a format string.
+            FieldValue::Date(d) => d.to_string(),
             FieldValue::Timestamp(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             FieldValue::Json(v) => v.to_string(),
             FieldValue::TextList(l) => Value::from(l.clone()).to_string(),
         }
     }
-
 }
 
 /// As the store sends it to PostgreSQL, which casts it to the column's type: dates and
@@ -219,7 +219,7 @@ impl serde::Serialize for FieldValue {
             FieldValue::Text(s) => serializer.serialize_str(s),
             FieldValue::Integer(n) => serializer.serialize_i64(*n),
             FieldValue::Boolean(b) => serializer.serialize_bool(*b),
-            FieldValue::Date(d) => serializer.collect_str(&d.format("%Y-%m-%d")),
+            FieldValue::Date(d) => serializer.collect_str(d),
             FieldValue::Timestamp(t) => {
                 serializer.collect_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
             }
