@@ -153,7 +153,15 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
     )
     .await?;
     println!();
-    print_pass("pass 2", &second);
+    print_pass(
+        &format!(
+            "pass 2 ({}: {} activity records read; {} changes attributed to who made them)",
+            second.kind.as_str(),
+            second.activity_records,
+            second.attributed
+        ),
+        &second,
+    );
     let by_kind: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
         "SELECT entity, kind, field, count(*) FROM pcsync.change_events WHERE run_id = $1
          GROUP BY entity, kind, field ORDER BY entity, kind, field",
