@@ -383,11 +383,7 @@ impl TokenProvider {
             Err(e) => return unreachable(e),
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now()));
+        let retry_after = retry::retry_after_of(response.headers());
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => return unreachable(e),

@@ -364,11 +364,7 @@ impl PartnerCenterClient {
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now()));
+                    let retry_after = retry::retry_after_of(response.headers());
                     match response.bytes().await {
                         Ok(body) => Ok((status, retry_after, body.to_vec())),
                         Err(e) => Err(e),

@@ -40,6 +40,14 @@ pub fn random_unit() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The `Retry-After` of an answer, when it has a readable one.
+pub fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()))
+}
+
 /// `Retry-After: 57` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`. A date in the past
 /// means "now"; anything else unreadable is ignored.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {

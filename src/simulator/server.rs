@@ -639,6 +639,37 @@ fn parse_continuation(seed: u64, token: &str) -> Option<usize> {
     (continuation_token(seed, offset) == token).then_some(offset)
 }
 
+/// A seek-paged list's page size (`size`, 1 to 500, default 500) and where the page starts
+/// (the `MS-ContinuationToken` of the previous page's next link), or the 400 to answer.
+fn seek_window(
+    size: Option<&str>,
+    token: Option<&str>,
+    seed: u64,
+) -> Result<(usize, usize), Answer> {
+    let size = match size.map(str::parse::<usize>) {
+        None => 500,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            return Err(Answer::Error(
+                StatusCode::BAD_REQUEST,
+                400,
+                "The size parameter must be a whole number from 1 to 500.".into(),
+            ));
+        }
+    };
+    let offset = match token {
+        None => 0,
+        Some(t) => parse_continuation(seed, t).ok_or_else(|| {
+            Answer::Error(
+                StatusCode::BAD_REQUEST,
+                400,
+                "The continuation token is invalid or expired.".into(),
+            )
+        })?,
+    };
+    Ok((size, offset))
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     size: Option<String>,
@@ -656,30 +687,10 @@ async fn customers(
         .map(str::to_string);
     let st = state.clone();
     api(&state, &headers, Endpoint::Customers, None, move |_| {
-        let size = match size.as_deref().map(str::parse::<usize>) {
-            None => 500,
-            Some(Ok(n)) if (1..=500).contains(&n) => n,
-            Some(_) => {
-                return Answer::Error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "The size parameter must be a whole number from 1 to 500.".into(),
-                );
-            }
-        };
         let seed = st.config.seed;
-        let offset = match token {
-            None => 0,
-            Some(t) => match parse_continuation(seed, &t) {
-                Some(o) => o,
-                None => {
-                    return Answer::Error(
-                        StatusCode::BAD_REQUEST,
-                        400,
-                        "The continuation token is invalid or expired.".into(),
-                    );
-                }
-            },
+        let (size, offset) = match seek_window(size.as_deref(), token.as_deref(), seed) {
+            Ok(w) => w,
+            Err(e) => return e,
         };
         let world = lock(&st.world);
         let listed: Vec<&Uuid> = world
@@ -779,30 +790,10 @@ async fn audit_records(
                 "endDate is before startDate.".into(),
             );
         }
-        let size = match q_size.as_deref().map(str::parse::<usize>) {
-            None => 500,
-            Some(Ok(n)) if (1..=500).contains(&n) => n,
-            Some(_) => {
-                return Answer::Error(
-                    StatusCode::BAD_REQUEST,
-                    400,
-                    "The size parameter must be a whole number from 1 to 500.".into(),
-                );
-            }
-        };
         let seed = st.config.seed ^ 0xA0D1;
-        let offset = match token {
-            None => 0,
-            Some(t) => match parse_continuation(seed, &t) {
-                Some(o) => o,
-                None => {
-                    return Answer::Error(
-                        StatusCode::BAD_REQUEST,
-                        400,
-                        "The continuation token is invalid or expired.".into(),
-                    );
-                }
-            },
+        let (size, offset) = match seek_window(q_size.as_deref(), token.as_deref(), seed) {
+            Ok(w) => w,
+            Err(e) => return e,
         };
         let audit = lock(&st.audit);
         let matching: Vec<&Value> = audit
