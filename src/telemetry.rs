@@ -26,6 +26,8 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
         // tracing-subscriber would report it with eprintln!, which panics on the same closed
         // stream, in whatever task was logging: lose the log line, not the sync.
         .log_internal_errors(false)
+        // Colour codes only for a person at a terminal, never into a file, pipe or collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     // An Err means a subscriber is already installed: keep that one.
     let _ = match format {

@@ -209,3 +209,16 @@ async fn a_closed_log_stream_does_not_stop_the_sync() {
             .expect("run");
     assert_eq!((status.as_str(), succeeded), ("succeeded", 20));
 }
+
+/// Logs written to a pipe or file carry no terminal colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    let setup = run_setup(2).await;
+    let mut env = setup.env.clone();
+    env.push(("RUST_LOG".into(), "info".into()));
+    let run = pcsync(&["run", "--once"], &env).await;
+    assert_eq!(run.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("sync pass succeeded"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape in: {stderr}");
+}
