@@ -221,6 +221,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct LogSettings {
     pub format: LogFormat,
+    /// How often a pass logs its progress; `None` never.
+    pub progress: Option<Duration>,
 }
 
 // ---- raw layer: every value arrives as text, so each error can name its key -------------------
@@ -318,6 +320,7 @@ struct RawSync {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<String>,
+    progress_secs: Option<String>,
 }
 
 /// Where settings come from besides the compiled-in defaults.
@@ -729,6 +732,10 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
             LogFormat::Text,
         )?,
+        progress: match number("log.progress_secs", raw.log.progress_secs, 0, 86_400, 30)? {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
     };
 
     Ok(Settings {

@@ -23,7 +23,7 @@ async fn pcsync(args: &[&str], env: &[(String, String)]) -> Output {
 /// points `pcsync run` at all three.
 struct RunSetup {
     db: TestDb,
-    _sim: Simulator,
+    sim: Simulator,
     _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
@@ -51,7 +51,7 @@ async fn run_setup(customers: u32) -> RunSetup {
     ));
     RunSetup {
         db,
-        _sim: sim,
+        sim,
         _dir: dir,
         env,
     }
@@ -221,4 +221,46 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("sync pass succeeded"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "ANSI escape in: {stderr}");
+}
+
+/// A slow pass says how it is doing: progress lines at log.progress_secs, with the counts as
+/// JSON fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pass_logs_its_progress() {
+    let setup = run_setup(8).await;
+    setup.sim.set_knobs(pcsync::simulator::Knobs {
+        latency_ms: 200,
+        ..pcsync::simulator::Knobs::default()
+    });
+    let mut env = setup.env.clone();
+    env.push(("PCSYNC__LOG__FORMAT".into(), "json".into()));
+    env.push(("PCSYNC__LOG__PROGRESS_SECS".into(), "1".into()));
+    env.push(("PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(), "1".into()));
+    env.push(("RUST_LOG".into(), "info".into()));
+    let run = pcsync(&["run", "--once"], &env).await;
+    assert_eq!(run.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let progress: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("progress:"))
+        })
+        .collect();
+    assert!(progress.len() >= 2, "{stderr}");
+    let last = progress.last().expect("a line");
+    assert_eq!(last["total"], 8);
+    assert!(
+        last["done"].as_u64().is_some_and(|d| d > 0 && d <= 8),
+        "{last}"
+    );
+    assert!(last["requests"].as_u64().is_some_and(|r| r > 0), "{last}");
+    assert!(
+        last["budget_per_min"].as_u64().is_some_and(|b| b > 0),
+        "{last}"
+    );
+    assert_eq!(last["failed"], 0);
+    assert!(last["eta_secs"].is_u64(), "{last}");
 }

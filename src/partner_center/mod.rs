@@ -186,6 +186,11 @@ impl PartnerCenterClient {
         &self.tokens
     }
 
+    /// The request budget's current rate, per minute (lower than configured after 429s).
+    pub async fn budget_rate(&self) -> f64 {
+        self.budget.lock().await.rate()
+    }
+
     pub fn counters(&self) -> Counters {
         Counters {
             requests: self.requests.load(Ordering::Relaxed),

@@ -289,6 +289,9 @@ enum PassError {
 
 /// Everything a customer task needs.
 struct TaskContext {
+    /// Customers whose fetch ended (stored, failed or cancelled), for the progress lines.
+    done: AtomicU64,
+    failed: AtomicU64,
     client: PartnerCenterClient,
     fetch_managed_services: bool,
     cancel: CancellationToken,
@@ -365,6 +368,8 @@ async fn pass(
     } = prepared;
     let fetch_managed_services = client.tokens().mode() == AuthMode::AppUser;
     let ctx = Arc::new(TaskContext {
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         client,
         fetch_managed_services,
         cancel: cancel.clone(),
@@ -377,6 +382,12 @@ async fn pass(
     let writer = tokio::spawn(
         write_all(lock, run_id, ctx.clone(), from_fetchers).instrument(tracing::Span::current()),
     );
+    let progress = settings.log.progress.map(|every| {
+        tokio::spawn(
+            report_progress(ctx.clone(), customers.len() as u64, every)
+                .instrument(tracing::Span::current()),
+        )
+    });
     // Customers in flight: each sends its two requests at once, so this many keeps every
     // request permit busy.
     let width = settings.partner_center.max_concurrency.max(1);
@@ -395,6 +406,13 @@ async fn pass(
         let Some(joined) = tasks.join_next().await else {
             break;
         };
+        ctx.done.fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            joined,
+            Ok(CustomerResult::Failed(_) | CustomerResult::Fatal(_)) | Err(_)
+        ) {
+            ctx.failed.fetch_add(1, Ordering::Relaxed);
+        }
         let message = match joined {
             Ok(CustomerResult::Fetched(snapshot)) => ToWriter::Snapshot(snapshot),
             Ok(CustomerResult::Failed(failure)) => {
@@ -425,6 +443,9 @@ async fn pass(
         }
     }
     drop(to_writer);
+    if let Some(p) = progress {
+        p.abort();
+    }
     let (written, lock, writer_error) = match writer.await {
         Ok(WriterEnd {
             written,
@@ -476,6 +497,46 @@ async fn pass(
         RunStatus::Succeeded
     };
     (Ok(()), lock)
+}
+
+/// One INFO line every `every` while the pass runs: customers done of total, failed,
+/// requests, 429s, the request rate of the last interval against the budget, and the time
+/// left at the pace so far.
+async fn report_progress(ctx: Arc<TaskContext>, total: u64, every: Duration) {
+    let started = Instant::now();
+    let mut last_requests = 0;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticker.tick().await;
+        let done = ctx.done.load(Ordering::Relaxed);
+        let failed = ctx.failed.load(Ordering::Relaxed);
+        let counters = ctx.client.counters();
+        let rate = (counters.requests - last_requests) as f64 * 60.0 / every.as_secs_f64();
+        last_requests = counters.requests;
+        let budget = ctx.client.budget_rate().await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta_secs = (done > 0)
+            .then(|| (total.saturating_sub(done)) as f64 * elapsed / done as f64)
+            .map(|s| s.round() as u64);
+        let eta = eta_secs.map_or("unknown".to_string(), |s| {
+            format!("{}m{:02}s", s / 60, s % 60)
+        });
+        tracing::info!(
+            done,
+            total,
+            failed,
+            requests = counters.requests,
+            throttled = counters.throttled,
+            rate_per_min = rate.round() as u64,
+            budget_per_min = budget.round() as u64,
+            eta_secs,
+            "progress: {done} of {total} customers, {failed} failed, {} requests, {} throttled, {:.0}/min of {:.0}/min, about {eta} left",
+            counters.requests,
+            counters.throttled,
+            rate,
+            budget,
+        );
+    }
 }
 
 /// Credentials, a token, the customer list: what must work before any customer starts.
