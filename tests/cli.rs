@@ -167,14 +167,19 @@ async fn json_logs_are_one_object_per_line_with_the_run_id() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let changes: Vec<&serde_json::Value> =
-        lines.iter().filter(|l| l["message"] == "change").collect();
-    assert!(!changes.is_empty());
-    assert!(
-        changes
-            .iter()
-            .all(|c| c["kind"] == "added" && c["customer_id"].is_string())
-    );
+    // A first load: one summary line per customer at INFO, not one line per object.
+    assert!(lines.iter().all(|l| l["message"] != "change"));
+    let added: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("added "))
+        })
+        .collect();
+    assert_eq!(added.len(), 3, "one per customer");
+    assert!(added.iter().all(|c| c["customer_id"].is_string()
+        && c["subscriptions_added"].as_u64().is_some_and(|n| n > 0)));
     let summary = lines
         .iter()
         .find(|l| {

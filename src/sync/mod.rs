@@ -996,23 +996,48 @@ async fn record_failure(
     .await
 }
 
+/// Counts a stored customer and logs its changes: every change at INFO, except additions,
+/// which are summed up per customer at INFO (a first load adds every object) and listed one by
+/// one at DEBUG.
 fn record_outcome(o: &store::StoreOutcome, written: &mut Written) {
-    {
-        written.succeeded += 1;
-        written.changes += o.events.len() as u64;
-        written.rows_written += o.rows_written;
-        for e in &o.events {
-            tracing::info!(
-                customer_id = %o.customer,
-                entity = e.entity,
-                entity_id = %e.entity_id,
-                kind = e.kind,
-                field = e.field,
-                old = e.old.as_deref(),
-                new = e.new.as_deref(),
-                "change"
-            );
+    written.succeeded += 1;
+    written.changes += o.events.len() as u64;
+    written.rows_written += o.rows_written;
+    let mut added = (0u64, 0u64);
+    for e in &o.events {
+        macro_rules! change {
+            ($level:ident) => {
+                tracing::$level!(
+                    customer_id = %o.customer,
+                    entity = e.entity,
+                    entity_id = %e.entity_id,
+                    kind = e.kind,
+                    field = e.field,
+                    old = e.old.as_deref(),
+                    new = e.new.as_deref(),
+                    "change"
+                )
+            };
         }
+        if e.kind == "added" {
+            match e.entity {
+                "subscription" => added.0 += 1,
+                _ => added.1 += 1,
+            }
+            change!(debug);
+        } else {
+            change!(info);
+        }
+    }
+    if added != (0, 0) {
+        tracing::info!(
+            customer_id = %o.customer,
+            subscriptions_added = added.0,
+            managed_services_added = added.1,
+            "added {} subscriptions and {} managed services",
+            added.0,
+            added.1
+        );
     }
 }
 
