@@ -43,6 +43,14 @@ pub enum Command {
     Migrate,
     /// Check the configuration, the database and (when credentials are set) a token.
     Check,
+    /// Is the sync healthy? Last passes, failing customers, changes of the last 24 hours,
+    /// subscriptions ending within 30 days without auto-renew. Exit 0 healthy, 2 unhealthy
+    /// (the last pass failed, or none succeeded within status.max_age_secs), 1 cannot tell.
+    Status {
+        /// JSON for scripts instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Try pcsync with no account: a simulated Partner Center, two passes, a report.
     #[cfg(feature = "simulator")]
     Demo {
@@ -173,6 +181,12 @@ async fn dispatch(cli: Cli) -> Exit {
                 return Exit::Fatal;
             };
             migrate(&settings).await
+        }
+        Command::Status { json } => {
+            let Some(settings) = load(&sources) else {
+                return Exit::Fatal;
+            };
+            status(&settings, json).await
         }
         Command::Run {
             once,
@@ -336,6 +350,50 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
         if shutdown.cancel.is_cancelled() {
             return signal_exit(shutdown.received());
         }
+    }
+}
+
+/// `pcsync status`: read-only; 0 healthy, 2 unhealthy (as Nagios' CRITICAL), 1 cannot tell.
+async fn status(settings: &Settings, json: bool) -> Exit {
+    let pool = match db::connect(&settings.database).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pcsync status: {e}");
+            return Exit::Fatal;
+        }
+    };
+    if !db::schema_current(&pool).await {
+        eprintln!(
+            "pcsync status: the database has no current pcsync schema at {}: run `pcsync migrate` or a pass first",
+            settings.database.redacted_url()
+        );
+        return Exit::Fatal;
+    }
+    let max_age = settings.status.max_age.unwrap_or_else(|| {
+        crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
+    });
+    let status = match crate::status::read(&pool, max_age).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pcsync status: {e}");
+            return Exit::Fatal;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("pcsync status: {e}");
+                return Exit::Fatal;
+            }
+        }
+    } else {
+        print!("{}", crate::status::render(&status));
+    }
+    if status.healthy {
+        Exit::Ok
+    } else {
+        Exit::Partial
     }
 }
 

@@ -45,6 +45,14 @@ pub struct Settings {
     pub customers: CustomerSettings,
     pub sync: SyncSettings,
     pub log: LogSettings,
+    pub status: StatusSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    /// `pcsync status` is unhealthy when no pass succeeded within this long; `None`: twice
+    /// the interval of `sync.schedule`.
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -242,6 +250,14 @@ struct RawSettings {
     sync: RawSync,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    status: RawStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    max_age_secs: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -738,7 +754,21 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         },
     };
 
+    let status = StatusSettings {
+        max_age: match number(
+            "status.max_age_secs",
+            raw.status.max_age_secs,
+            0,
+            31_536_000,
+            0,
+        )? {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
+    };
+
     Ok(Settings {
+        status,
         database,
         partner_center,
         auth,

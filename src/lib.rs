@@ -17,6 +17,7 @@
 //!   client's adaptive budget that slows down on 429.
 //! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
 //! - [`shutdown`]: SIGINT and SIGTERM.
+//! - [`status`]: `pcsync status`: health, failing customers, recent changes, endings.
 //! - [`sync`]: one pass: customer list, bounded fetch, change detection, per-customer store.
 //! - [`demo`] (feature `simulator`): `pcsync demo`, end to end on the simulator.
 //! - [`cli`]: the commands and their exit codes; `main.rs` only calls [`cli::main`].
@@ -33,5 +34,6 @@ pub mod schedule;
 pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+pub mod status;
 pub mod sync;
 pub mod telemetry;

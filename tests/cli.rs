@@ -269,3 +269,78 @@ async fn a_slow_pass_logs_its_progress() {
     assert_eq!(last["failed"], 0);
     assert!(last["eta_secs"].is_u64(), "{last}");
 }
+
+/// `pcsync status` as a probe: 0 after a good pass, 2 when the last pass failed or the last
+/// good one is too old; JSON for scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_exit_codes_fit_a_probe() {
+    let setup = run_setup(3).await;
+    let env = setup.env.clone();
+    let never = pcsync(&["status"], &env).await;
+    assert_eq!(
+        never.status.code(),
+        Some(2),
+        "no pass yet: {}",
+        stdout(&never)
+    );
+
+    assert_eq!(
+        pcsync(&["run", "--once"], &env).await.status.code(),
+        Some(0)
+    );
+    let healthy = pcsync(&["status"], &env).await;
+    assert_eq!(healthy.status.code(), Some(0), "{}", stdout(&healthy));
+    let text = stdout(&healthy);
+    assert!(text.starts_with("pcsync status: healthy"), "{text}");
+    assert!(
+        text.contains("Last passes") && text.contains("succeeded"),
+        "{text}"
+    );
+    let json = pcsync(&["status", "--json"], &env).await;
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(parsed["healthy"], true);
+    assert_eq!(parsed["last_runs"][0]["status"], "succeeded");
+    assert_eq!(
+        parsed["max_age_secs"],
+        48 * 3600,
+        "twice the daily schedule"
+    );
+    assert!(
+        parsed["changes_last_24h"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
+
+    // Stale: the last good pass ended three days ago.
+    sqlx::query(
+        "UPDATE pcsync.sync_runs SET started_at = started_at - interval '3 days',
+            finished_at = finished_at - interval '3 days'",
+    )
+    .execute(&setup.db.pool)
+    .await
+    .expect("age");
+    let stale = pcsync(&["status"], &env).await;
+    assert_eq!(stale.status.code(), Some(2), "{}", stdout(&stale));
+    assert!(
+        stdout(&stale).contains("no pass succeeded for"),
+        "{}",
+        stdout(&stale)
+    );
+    let mut lenient = env.clone();
+    lenient.push((
+        "PCSYNC__STATUS__MAX_AGE_SECS".into(),
+        (5 * 24 * 3600).to_string(),
+    ));
+    assert_eq!(pcsync(&["status"], &lenient).await.status.code(), Some(0));
+
+    // The last pass failed: bad credentials.
+    let mut bad = env.clone();
+    bad.push(("PCSYNC__AUTH__CLIENT_SECRET".into(), "wrong".into()));
+    assert_eq!(
+        pcsync(&["run", "--once"], &bad).await.status.code(),
+        Some(1)
+    );
+    let failed = pcsync(&["status"], &lenient).await;
+    assert_eq!(failed.status.code(), Some(2), "{}", stdout(&failed));
+    assert!(stdout(&failed).contains("failed"), "{}", stdout(&failed));
+}
