@@ -288,6 +288,11 @@ async fn bounded_pass(
 }
 
 async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
+    // Said first, and no pass is recorded: nothing could have run.
+    if let Err(e) = ready_to_run(settings) {
+        tracing::error!(error = %e, "pcsync cannot run a pass: fix the configuration");
+        return Exit::Fatal;
+    }
     let pool = match db::connect(&settings.database).await {
         Ok(p) => p,
         Err(e) => {
@@ -355,7 +360,7 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
 
 /// `pcsync status`: read-only; 0 healthy, 2 unhealthy (as Nagios' CRITICAL), 1 cannot tell.
 async fn status(settings: &Settings, json: bool) -> Exit {
-    let pool = match db::connect(&settings.database).await {
+    let pool = match db::connect_existing(&settings.database).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("pcsync status: {e}");
@@ -397,13 +402,43 @@ async fn status(settings: &Settings, json: bool) -> Exit {
     }
 }
 
-/// One line per step, `ok` or `failed` with the reason; exit 0 only when every step passed.
+/// The configuration's spelling of the auth mode and customer source.
+fn spelled(settings: &Settings) -> (&'static str, &'static str) {
+    (
+        match settings.auth.mode {
+            crate::config::AuthMode::AppUser => "app_user",
+            crate::config::AuthMode::AppOnly => "app_only",
+        },
+        match settings.customers.source {
+            crate::config::CustomerSource::File => "file",
+            crate::config::CustomerSource::Api => "api",
+        },
+    )
+}
+
+/// What must hold before a pass can start, checked without touching the database: the
+/// credentials are complete and, for `customers.source = "file"`, the file can be read.
+fn ready_to_run(settings: &Settings) -> Result<(), String> {
+    settings.auth.credentials().map_err(|e| e.to_string())?;
+    if settings.customers.source == crate::config::CustomerSource::File {
+        crate::sync::customers::read_customer_file(
+            &settings.customers.file,
+            settings.customers.default_mpn_id.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One line per step, `ok` or `failed` with the reason; exit 0 only when a pass could run.
+/// Changes nothing: no database is created, no migration applied, no token stored.
 async fn check(sources: &Sources) -> Exit {
     let settings = match Settings::load(sources) {
         Ok(s) => {
+            let (mode, source) = spelled(&s);
             println!(
-                "configuration  ok      auth.mode={:?}, customers.source={:?}, sync.schedule=\"{}\"",
-                s.auth.mode, s.customers.source, s.sync.schedule
+                "configuration  ok      auth.mode = \"{mode}\", customers.source = \"{source}\", sync.schedule = \"{}\" ({}), sync.full_schedule = \"{}\"",
+                s.sync.schedule, s.sync.timezone, s.sync.full_schedule
             );
             s
         }
@@ -414,16 +449,23 @@ async fn check(sources: &Sources) -> Exit {
     };
     let mut exit = Exit::Ok;
     let mut pool = None;
-    match db::connect(&settings.database).await {
+    match db::connect_existing(&settings.database).await {
         Ok(p) => {
             let version: Result<String, _> = sqlx::query_scalar("SHOW server_version")
                 .fetch_one(&p)
                 .await;
             match version {
-                Ok(v) => println!(
-                    "database       ok      PostgreSQL {v} at {}",
-                    settings.database.redacted_url()
-                ),
+                Ok(v) => {
+                    let schema = if db::schema_current(&p).await {
+                        "schema current"
+                    } else {
+                        "schema not current: `pcsync migrate` (or a run) will apply the migrations"
+                    };
+                    println!(
+                        "database       ok      PostgreSQL {v} at {}, {schema}",
+                        settings.database.redacted_url()
+                    );
+                }
                 Err(e) => {
                     println!("database       failed  {e}");
                     exit = Exit::Fatal;
@@ -436,11 +478,34 @@ async fn check(sources: &Sources) -> Exit {
             exit = Exit::Fatal;
         }
     }
-    if !settings.auth.any_set() {
-        println!(
-            "token          skipped no credentials set (auth.tenant_id, auth.client_id, auth.client_secret, auth.refresh_token)"
-        );
-        return exit;
+    match settings.customers.source {
+        crate::config::CustomerSource::File => match crate::sync::customers::read_customer_file(
+            &settings.customers.file,
+            settings.customers.default_mpn_id.as_deref(),
+        ) {
+            Ok(list) => println!(
+                "customers      ok      {} customers in {}{}",
+                list.customers.len(),
+                settings.customers.file.display(),
+                if list.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} lines skipped or merged; a pass records each in sync_errors)",
+                        list.problems.len()
+                    )
+                }
+            ),
+            Err(e) => {
+                println!("customers      failed  {e}");
+                exit = Exit::Fatal;
+            }
+        },
+        crate::config::CustomerSource::Api => {
+            println!(
+                "customers      ok      read from the Partner Center customer list at each pass"
+            )
+        }
     }
     let creds = match settings.auth.credentials() {
         Ok(c) => c,
@@ -449,9 +514,9 @@ async fn check(sources: &Sources) -> Exit {
             return Exit::Fatal;
         }
     };
-    // The stored rotated token is read when the schema exists; check never writes the schema.
+    // The stored rotated token is read when the schema exists; it is not written back.
     let store = match &pool {
-        Some(p) if db::schema_current(p).await => Some(RefreshTokenStore::new(p.clone())),
+        Some(p) if db::schema_current(p).await => Some(RefreshTokenStore::read_only(p.clone())),
         _ => None,
     };
     let http = crate::partner_center::http_client(settings.partner_center.request_timeout, 1);

@@ -88,6 +88,16 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     })
 }
 
+/// Connects to an existing database; never creates one (`pcsync check`, `pcsync status`).
+pub async fn connect_existing(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    open_pool(settings.max_connections, options(settings)?)
+        .await
+        .map_err(|e| DbError::Connect {
+            url: settings.redacted_url(),
+            reason: connect_reason(&e),
+        })
+}
+
 async fn open_pool(max_connections: u32, options: PgConnectOptions) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)

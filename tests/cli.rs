@@ -65,15 +65,69 @@ fn stdout(o: &Output) -> String {
 async fn check_reports_each_step_and_names_a_bad_key() {
     let db = TestDb::migrated().await;
     let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv()).expect("csv");
     let mut env: Vec<(String, String)> = sim.env_vars();
     env.push(("PCSYNC__DATABASE__URL".into(), db.url.clone()));
+    env.push((
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        csv.to_string_lossy().to_string(),
+    ));
 
     let ok = pcsync(&["check"], &env).await;
     let out = stdout(&ok);
     assert_eq!(ok.status.code(), Some(0), "{out}");
-    assert!(out.contains("configuration  ok"), "{out}");
+    assert!(
+        out.contains(
+            "configuration  ok      auth.mode = \"app_user\", customers.source = \"file\""
+        ),
+        "the configuration's spellings: {out}"
+    );
     assert!(out.contains("database       ok"), "{out}");
+    assert!(
+        out.contains("customers      ok      200 customers"),
+        "{out}"
+    );
     assert!(out.contains("token          ok      App+User"), "{out}");
+
+    // A pass could not run: no credentials, or no customer file.
+    let no_secret: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "PCSYNC__AUTH__CLIENT_SECRET")
+        .cloned()
+        .collect();
+    let failed = pcsync(&["check"], &no_secret).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", stdout(&failed));
+    assert!(stdout(&failed).contains("token          failed  auth.client_secret: not set"));
+    let mut no_file = env.clone();
+    no_file.push((
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        "/nonexistent/c.csv".into(),
+    ));
+    let failed = pcsync(&["check"], &no_file).await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stdout(&failed).contains("customers      failed"),
+        "{}",
+        stdout(&failed)
+    );
+
+    // check changes nothing: a database that does not exist is not created.
+    let mut missing_db = env.clone();
+    let mut url = reqwest::Url::parse(&db.url).expect("url");
+    let name = format!("pcsync_check_{}", uuid::Uuid::new_v4().simple());
+    url.set_path(&format!("/{name}"));
+    missing_db.push(("PCSYNC__DATABASE__URL".into(), url.to_string()));
+    let failed = pcsync(&["check"], &missing_db).await;
+    assert_eq!(failed.status.code(), Some(1));
+    let created: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&db.pool)
+            .await
+            .expect("catalog");
+    assert!(!created, "check created the database");
 
     let mut bad = env.clone();
     bad.push((
@@ -343,4 +397,29 @@ async fn status_exit_codes_fit_a_probe() {
     let failed = pcsync(&["status"], &lenient).await;
     assert_eq!(failed.status.code(), Some(2), "{}", stdout(&failed));
     assert!(stdout(&failed).contains("failed"), "{}", stdout(&failed));
+}
+
+/// A configuration error during `run` is said first, at ERROR, and records no pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_error_during_run_is_said_first_and_records_no_pass() {
+    let setup = run_setup(2).await;
+    let env: Vec<(String, String)> = setup
+        .env
+        .iter()
+        .filter(|(k, _)| k != "PCSYNC__AUTH__REFRESH_TOKEN")
+        .cloned()
+        .collect();
+    let run = pcsync(&["run", "--once"], &env).await;
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("ERROR") && first.contains("auth.refresh_token"),
+        "{stderr}"
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.sync_runs")
+        .fetch_one(&setup.db.pool)
+        .await
+        .expect("runs");
+    assert_eq!(runs, 0, "no pass started, none recorded");
 }

@@ -75,11 +75,24 @@ struct State {
 #[derive(Clone)]
 pub struct RefreshTokenStore {
     pool: PgPool,
+    read_only: bool,
 }
 
 impl RefreshTokenStore {
     pub fn new(pool: PgPool) -> RefreshTokenStore {
-        RefreshTokenStore { pool }
+        RefreshTokenStore {
+            pool,
+            read_only: false,
+        }
+    }
+
+    /// Reads the stored token but keeps a rotated one in memory only (`pcsync check`, which
+    /// changes nothing).
+    pub fn read_only(pool: PgPool) -> RefreshTokenStore {
+        RefreshTokenStore {
+            pool,
+            read_only: true,
+        }
     }
 
     async fn load(
@@ -105,6 +118,9 @@ impl RefreshTokenStore {
         token: &SecretString,
         seed_fingerprint: &str,
     ) -> Result<(), sqlx::Error> {
+        if self.read_only {
+            return Ok(());
+        }
         // A rotated token must survive a crash: the one it replaced may be gone by then.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL synchronous_commit TO on")
