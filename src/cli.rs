@@ -103,9 +103,10 @@ pub struct SimulateArgs {
     /// Write `links.next.uri` of the customer list with the /v1 prefix.
     #[arg(long)]
     pub next_link_v1: bool,
-    /// Where to write the customer list CSV.
-    #[arg(long, default_value = "sim-customers.csv")]
-    pub csv: PathBuf,
+    /// Where to write the customer list CSV (default: pcsync-sim-customers.csv in the
+    /// system's temporary directory, not the working directory).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
 }
 
 #[cfg(feature = "simulator")]
@@ -578,11 +579,15 @@ async fn simulate(args: SimulateArgs) -> Exit {
             return Exit::Fatal;
         }
     };
-    if let Err(e) = std::fs::write(&args.csv, sim.customers_csv()) {
-        eprintln!("pcsync simulate: cannot write {}: {e}", args.csv.display());
+    let csv_path = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("pcsync-sim-customers.csv"));
+    if let Err(e) = std::fs::write(&csv_path, sim.customers_csv()) {
+        eprintln!("pcsync simulate: cannot write {}: {e}", csv_path.display());
         return Exit::Fatal;
     }
-    let csv = std::fs::canonicalize(&args.csv).unwrap_or(args.csv.clone());
+    let csv = std::fs::canonicalize(&csv_path).unwrap_or(csv_path);
     println!(
         "Partner Center simulator on {} ({} customers, seed {}). Ctrl-C stops it.",
         sim.base_url(),
@@ -594,6 +599,17 @@ async fn simulate(args: SimulateArgs) -> Exit {
         println!("  export {k}={v}");
     }
     println!("  export PCSYNC__CUSTOMERS__FILE={}", csv.display());
+    // pcsync's default budget is Partner Center's 500 a minute: a pass over the simulator
+    // would crawl for no reason. Match the simulator's budget instead.
+    let rpm = args.rpm.unwrap_or(100_000);
+    println!(
+        "  export PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE={rpm}   # the simulator's budget{}; Partner Center's is 500",
+        if args.rpm.is_some() {
+            ""
+        } else {
+            " is unlimited"
+        }
+    );
     println!(
         "\nControl: GET {0}/_sim/stats | POST {0}/_sim/mutate {{\"fraction\":0.01,\"seed\":1}} | POST {0}/_sim/change | GET/PUT {0}/_sim/knobs",
         sim.base_url()

@@ -16,10 +16,12 @@ use crate::{db, telemetry};
 
 const DEMO_DATABASE: &str = "pcsync_demo";
 
-/// company, object, kind, field, old value, new value
+/// company, object, object id, licenses, kind, field, old value, new value
 type SampleRow = (
     String,
     Option<String>,
+    String,
+    Option<i64>,
     String,
     Option<String>,
     Option<String>,
@@ -119,7 +121,13 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
     let ids = sim.customer_ids();
     let pick = |i: usize| ids[i % ids.len()];
     if let Some(c) = sim.customer(pick(1)) {
-        if let Some(id) = c.subscriptions.first().and_then(|s| s["id"].as_str()) {
+        // One of our partner's: pcsync fetches those (?mpn_id=), so the removal shows.
+        if let Some(id) = c
+            .subscriptions
+            .iter()
+            .find(|s| s["partnerId"] == crate::simulator::SEED_MPN_ID)
+            .and_then(|s| s["id"].as_str())
+        {
             simulated.extend(sim.apply(Change::RemoveSubscription {
                 customer_id: c.id,
                 subscription_id: id.to_string(),
@@ -138,11 +146,31 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
             })?);
         }
     }
+    // Changes to another partner's subscriptions are not fetched for these customers.
+    let other_partners = simulated
+        .iter()
+        .filter(|m| m.entity == "subscription")
+        .filter(|m| {
+            sim.customer(m.customer_id).is_some_and(|c| {
+                c.subscriptions.iter().any(|s| {
+                    s["id"] == m.entity_id.as_str()
+                        && s["partnerId"] != crate::simulator::SEED_MPN_ID
+                })
+            })
+        })
+        .count();
     println!();
     println!(
         "  simulated in Partner Center: {} changes (status flips, quantity edits, renewals, term and auto-renew changes, one subscription removed, one added, one managed service removed)",
         simulated.len()
     );
+    if other_partners > 0 {
+        println!(
+            "  of them {other_partners} on other partners' subscriptions, which pcsync does not fetch for these customers (their mpn_id is {}): expect {} recorded",
+            crate::simulator::SEED_MPN_ID,
+            simulated.len() - other_partners
+        );
+    }
 
     let second = sync::run_pass(
         &settings,
@@ -178,21 +206,26 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
     }
     let samples: Vec<SampleRow> =
         sqlx::query_as(
-            "SELECT coalesce(company_name, customer_id::text), object_name, kind, field, old_value, new_value
-             FROM pcsync.recent_changes WHERE run_id = $1 ORDER BY event_id LIMIT 8",
+            "SELECT coalesce(r.company_name, r.customer_id::text), r.object_name, r.entity_id, s.quantity,
+                    r.kind, r.field, r.old_value, r.new_value
+             FROM pcsync.recent_changes r
+             LEFT JOIN pcsync.subscriptions s
+               ON r.entity = 'subscription' AND s.customer_id = r.customer_id AND s.subscription_id = r.entity_id
+             WHERE r.run_id = $1 ORDER BY r.event_id LIMIT 8",
         )
         .bind(second.run_id)
         .fetch_all(&pool)
         .await?;
     println!("  a few of them:");
-    for (company, object, kind, field, old, new) in &samples {
-        let what = match field {
-            Some(f) => format!(
+    for (company, object, id, licenses, kind, field, old, new) in &samples {
+        let what = match (field, licenses) {
+            (Some(f), _) => format!(
                 "{f}: {} -> {}",
                 old.as_deref().unwrap_or("(none)"),
                 new.as_deref().unwrap_or("(none)")
             ),
-            None => String::new(),
+            (None, Some(n)) => format!("({id}, {n} licenses)"),
+            (None, None) => format!("({id})"),
         };
         println!(
             "    {company} / {}: {kind} {what}",
