@@ -114,28 +114,7 @@ fn parse_fault(text: &str) -> Result<crate::simulator::FaultRule, String> {
     crate::simulator::FaultRule::parse(text)
 }
 
-/// pcsync's exit codes; the README documents them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Every customer synced (or the command succeeded).
-    Ok = 0,
-    /// The run could not proceed: configuration, database, authentication.
-    Fatal = 1,
-    /// The run finished but some customers failed; their errors are in `pcsync.sync_errors`.
-    Partial = 2,
-    /// Another pass holds the lock on this database; this one did not start.
-    AlreadyRunning = 3,
-    /// Interrupted by SIGINT.
-    Interrupted = 130,
-    /// Stopped by SIGTERM.
-    Terminated = 143,
-}
-
-impl From<Exit> for std::process::ExitCode {
-    fn from(e: Exit) -> Self {
-        std::process::ExitCode::from(e as u8)
-    }
-}
+pub use crate::exit::Exit;
 
 /// Parses the arguments and runs the command. Usage errors exit 1 (the run could not proceed),
 /// so that exit code 2 keeps its one meaning: some customers failed.

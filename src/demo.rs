@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::cli::Exit;
 use crate::config::{Settings, Sources};
+use crate::exit::Exit;
 use crate::pgserver::PgServer;
 use crate::simulator::{Change, SimConfig, Simulator};
 use crate::sync::{self, PassReport, Trigger};

@@ -12,7 +12,9 @@
 //! - [`telemetry`]: logging as text or JSON.
 //! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
 //! - [`partner_center`]: the Partner Center client (auth, retries, throttling, paging, models).
-//! - [`pgserver`]: finding or starting a PostgreSQL server for tests and the demo.
+//! - [`pgserver`] (feature `simulator`): finding or starting a PostgreSQL server (`initdb
+//!   --auth=trust` for a throwaway cluster) for tests, the demo and the benchmark; not in a
+//!   production build.
 //! - [`ratelimit`]: the request budget: GCRA arithmetic shared by client and simulator, and the
 //!   client's adaptive budget that slows down on 429.
 //! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
@@ -20,14 +22,17 @@
 //! - [`status`]: `pcsync status`: health, failing customers, recent changes, endings.
 //! - [`sync`]: one pass: customer list, bounded fetch, change detection, per-customer store.
 //! - [`demo`] (feature `simulator`): `pcsync demo`, end to end on the simulator.
-//! - [`cli`]: the commands and their exit codes; `main.rs` only calls [`cli::main`].
+//! - [`exit`]: the exit codes.
+//! - [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
 pub mod config;
 pub mod db;
 #[cfg(feature = "simulator")]
 pub mod demo;
+pub mod exit;
 pub mod partner_center;
+#[cfg(feature = "simulator")]
 pub mod pgserver;
 pub mod ratelimit;
 pub mod schedule;

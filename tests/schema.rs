@@ -1,5 +1,6 @@
 //! The migrations against a real PostgreSQL server: they apply to an empty database, apply a
 //! second time without change, document every object, and their constraints hold.
+#![cfg(feature = "simulator")] // the harness finds its server through pcsync::pgserver
 
 mod common;
 
