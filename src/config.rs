@@ -46,6 +46,32 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub log: LogSettings,
     pub status: StatusSettings,
+    pub notify: NotifySettings,
+}
+
+/// Where and what to send after each pass.
+#[derive(Clone)]
+pub struct NotifySettings {
+    /// Incoming-webhook URL (Slack, Teams, any HTTP endpoint); a secret, since its path is the
+    /// credential. `None`: no notifications.
+    pub webhook_url: Option<SecretString>,
+    /// Subscriptions ending within this many days with auto-renew off are announced.
+    pub renewal_days: u32,
+    /// Change kinds to send (added, removed, changed, untracked, tracked); empty: all.
+    pub kinds: Vec<String>,
+    /// For `changed` events, the fields to send (status, quantity, raw, ...); empty: all.
+    pub fields: Vec<String>,
+}
+
+impl fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "***"))
+            .field("renewal_days", &self.renewal_days)
+            .field("kinds", &self.kinds)
+            .field("fields", &self.fields)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +278,29 @@ struct RawSettings {
     log: RawLog,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook_url: Option<String>,
+    webhook_url_file: Option<String>,
+    renewal_days: Option<String>,
+    kinds: Option<String>,
+    fields: Option<String>,
+}
+
+// Hand-written: the webhook URL is a secret.
+impl fmt::Debug for RawNotify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawNotify")
+            .field("renewal_days", &self.renewal_days)
+            .field("kinds", &self.kinds)
+            .field("fields", &self.fields)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -767,7 +816,56 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         },
     };
 
+    let n = raw.notify;
+    let webhook_url = secret(
+        "notify.webhook_url",
+        "notify.webhook_url_file",
+        n.webhook_url,
+        n.webhook_url_file,
+    )?;
+    if let Some(url) = &webhook_url {
+        // Checked like the other URLs, but the value is never shown: its path is the secret.
+        let ok = Url::parse(url.expose_secret().trim()).is_ok_and(|u| {
+            u.host_str().is_some()
+                && (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)))
+        });
+        if !ok {
+            return Err(invalid(
+                "notify.webhook_url",
+                "expected an https URL (http only for loopback hosts); the value is not shown, it is a secret",
+            ));
+        }
+    }
+    let list = |text: Option<String>| -> Vec<String> {
+        non_empty(text)
+            .map(|t| {
+                t.split(',')
+                    .map(|x| x.trim().to_ascii_lowercase())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let kinds = list(n.kinds);
+    const KINDS: [&str; 5] = ["added", "removed", "changed", "untracked", "tracked"];
+    if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        return Err(invalid(
+            "notify.kinds",
+            format!(
+                "expected a comma-separated list of {}, got {bad:?}",
+                KINDS.join(", ")
+            ),
+        ));
+    }
+    let notify = NotifySettings {
+        webhook_url,
+        renewal_days: number("notify.renewal_days", n.renewal_days, 0, 3650, 30)?,
+        kinds,
+        fields: list(n.fields),
+    };
+
     Ok(Settings {
+        notify,
         status,
         database,
         partner_center,

@@ -11,6 +11,7 @@
 //! - [`schedule`]: cron expressions for `pcsync run`.
 //! - [`telemetry`]: logging as text or JSON.
 //! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
+//! - [`notify`]: the webhook notification after a pass.
 //! - [`partner_center`]: the Partner Center client (auth, retries, throttling, paging, models).
 //! - [`pgserver`] (feature `simulator`): finding or starting a PostgreSQL server (`initdb
 //!   --auth=trust` for a throwaway cluster) for tests, the demo and the benchmark; not in a
@@ -31,6 +32,7 @@ pub mod db;
 #[cfg(feature = "simulator")]
 pub mod demo;
 pub mod exit;
+pub mod notify;
 pub mod partner_center;
 #[cfg(feature = "simulator")]
 pub mod pgserver;

@@ -460,3 +460,33 @@ fn the_sources_and_raw_values_hide_secrets_in_debug_output() {
         "names are kept: {shown}"
     );
 }
+
+/// The webhook URL is a secret: refused in clear to a remote host, and never repeated.
+#[test]
+fn the_webhook_url_is_checked_without_being_shown() {
+    let msg = error_of(load(
+        None,
+        &[(
+            "PCSYNC__NOTIFY__WEBHOOK_URL",
+            "http://hooks.example.com/services/SECRET-PATH",
+        )],
+    ));
+    assert!(msg.starts_with("notify.webhook_url"), "{msg}");
+    assert!(!msg.contains("SECRET-PATH"), "{msg}");
+    let s = load(
+        None,
+        &[
+            (
+                "PCSYNC__NOTIFY__WEBHOOK_URL",
+                "https://hooks.example.com/services/SECRET-PATH",
+            ),
+            ("PCSYNC__NOTIFY__KINDS", "changed, removed"),
+        ],
+    )
+    .expect("valid");
+    assert!(!format!("{s:?}").contains("SECRET-PATH"));
+    assert_eq!(s.notify.kinds, vec!["changed", "removed"]);
+    assert_eq!(s.notify.renewal_days, 30);
+    let msg = error_of(load(None, &[("PCSYNC__NOTIFY__KINDS", "everything")]));
+    assert!(msg.starts_with("notify.kinds"), "{msg}");
+}

@@ -188,6 +188,7 @@ pub async fn run_pass(
         elapsed: Duration::ZERO,
     };
     let plan = Plan { choice, started_at };
+    let shutting_down = cancel.clone();
     let (outcome, lock) = pass(settings, pool, lock, run_id, plan, cancel, &mut report)
         .instrument(span.clone())
         .await;
@@ -257,6 +258,19 @@ pub async fn run_pass(
             error = report.error.as_deref(),
             "{summary}"
         ),
+    }
+    drop(_enter);
+    // A pass that is shutting down leaves at once; its changes are in the tables.
+    if !shutting_down.is_cancelled() {
+        crate::notify::after_pass(
+            pool,
+            &settings.notify,
+            settings.partner_center.request_timeout,
+            crate::partner_center::retry::Backoff::default(),
+            &report,
+        )
+        .instrument(span)
+        .await;
     }
     Ok(report)
 }

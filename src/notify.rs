@@ -1,0 +1,267 @@
+//! Alerts after a pass: one POST to `notify.webhook_url` with the pass's change events grouped
+//! by customer and the subscriptions ending soon without auto-renew, plus a plain-text `text`
+//! that Slack and Teams incoming webhooks display. Nothing is sent when there is nothing to
+//! say. Retried with backoff; a notification that still fails is logged and recorded in
+//! `sync_errors`, and never fails the pass.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::NotifySettings;
+use crate::partner_center::retry::{Backoff, random_unit};
+use crate::sync::PassReport;
+
+/// Attempts per notification.
+const ATTEMPTS: u32 = 4;
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct EventLine {
+    #[serde(skip)]
+    pub customer_id: Uuid,
+    #[serde(skip)]
+    pub company_name: Option<String>,
+    pub entity: String,
+    pub entity_id: String,
+    pub object_name: Option<String>,
+    pub kind: String,
+    pub field: Option<String>,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub changed_by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CustomerChanges {
+    pub customer_id: Uuid,
+    pub company_name: Option<String>,
+    pub events: Vec<EventLine>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Ending {
+    pub customer_id: Uuid,
+    pub company_name: Option<String>,
+    pub subscription_id: String,
+    pub offer_name: Option<String>,
+    pub ends_on: NaiveDate,
+    pub days_left: i32,
+    pub quantity: Option<i64>,
+}
+
+/// What is POSTed (documented in the README).
+#[derive(Debug, Serialize)]
+pub struct Notification {
+    /// A plain-text summary, shown by Slack and Teams incoming webhooks.
+    pub text: String,
+    pub run_id: Uuid,
+    pub pass_kind: &'static str,
+    pub status: &'static str,
+    pub finished_at: DateTime<Utc>,
+    pub changes: Vec<CustomerChanges>,
+    pub ending_without_renewal: Vec<Ending>,
+}
+
+/// The notification of a pass, or `None` when there is nothing to say.
+pub async fn build(
+    pool: &PgPool,
+    settings: &NotifySettings,
+    report: &PassReport,
+) -> Result<Option<Notification>, sqlx::Error> {
+    let events: Vec<EventLine> = sqlx::query_as(
+        "SELECT customer_id, company_name, entity, entity_id, object_name, kind, field,
+                old_value, new_value, changed_by
+         FROM pcsync.recent_changes
+         WHERE run_id = $1
+           AND (cardinality($2::text[]) = 0 OR kind = ANY ($2))
+           AND (kind <> 'changed' OR cardinality($3::text[]) = 0 OR field = ANY ($3))
+         ORDER BY company_name, customer_id, event_id",
+    )
+    .bind(report.run_id)
+    .bind(&settings.kinds)
+    .bind(&settings.fields)
+    .fetch_all(pool)
+    .await?;
+    let ending: Vec<Ending> = if settings.renewal_days == 0 {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT customer_id, company_name, subscription_id, offer_name, ends_on, days_left, quantity
+             FROM pcsync.upcoming_renewals WHERE NOT auto_renews AND days_left <= $1
+             ORDER BY ends_on, company_name",
+        )
+        .bind(i32::try_from(settings.renewal_days).unwrap_or(i32::MAX))
+        .fetch_all(pool)
+        .await?
+    };
+    if events.is_empty() && ending.is_empty() {
+        return Ok(None);
+    }
+    let mut by_customer: BTreeMap<(Option<String>, Uuid), Vec<EventLine>> = BTreeMap::new();
+    for e in events {
+        by_customer
+            .entry((e.company_name.clone(), e.customer_id))
+            .or_default()
+            .push(e);
+    }
+    let changes: Vec<CustomerChanges> = by_customer
+        .into_iter()
+        .map(|((company_name, customer_id), events)| CustomerChanges {
+            customer_id,
+            company_name,
+            events,
+        })
+        .collect();
+    let text = summary(&changes, &ending, settings.renewal_days);
+    Ok(Some(Notification {
+        text,
+        run_id: report.run_id,
+        pass_kind: report.kind.as_str(),
+        status: report.status.as_str(),
+        finished_at: Utc::now(),
+        changes,
+        ending_without_renewal: ending,
+    }))
+}
+
+/// The plain-text summary: counts first, then a few lines of detail.
+fn summary(changes: &[CustomerChanges], ending: &[Ending], days: u32) -> String {
+    let events: usize = changes.iter().map(|c| c.events.len()).sum();
+    let mut text = format!(
+        "pcsync: {events} change(s) at {} customer(s); {} subscription(s) end within {days} days without auto-renew.",
+        changes.len(),
+        ending.len()
+    );
+    for c in changes.iter().take(10) {
+        let name = c
+            .company_name
+            .clone()
+            .unwrap_or_else(|| c.customer_id.to_string());
+        for e in c.events.iter().take(5) {
+            let object = e.object_name.as_deref().unwrap_or(&e.entity_id);
+            let what = match &e.field {
+                Some(f) => format!(
+                    "{f}: {} -> {}",
+                    e.old_value.as_deref().unwrap_or("(none)"),
+                    e.new_value.as_deref().unwrap_or("(none)")
+                ),
+                None => e.kind.clone(),
+            };
+            text.push_str(&format!("\n- {name} / {object}: {what}"));
+        }
+        if c.events.len() > 5 {
+            text.push_str(&format!("\n- {name}: {} more", c.events.len() - 5));
+        }
+    }
+    for e in ending.iter().take(10) {
+        text.push_str(&format!(
+            "\n- ends {} ({} days), no auto-renew: {} / {}, {} licenses",
+            e.ends_on,
+            e.days_left,
+            e.company_name.as_deref().unwrap_or("?"),
+            e.offer_name.as_deref().unwrap_or(&e.subscription_id),
+            e.quantity.unwrap_or(0)
+        ));
+    }
+    text
+}
+
+/// Sends the pass's notification, if there is one to send; never fails the caller.
+pub async fn after_pass(
+    pool: &PgPool,
+    settings: &NotifySettings,
+    timeout: Duration,
+    backoff: Backoff,
+    report: &PassReport,
+) {
+    let Some(url) = &settings.webhook_url else {
+        return;
+    };
+    let notification = match build(pool, settings, report).await {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            tracing::debug!("nothing to notify");
+            return;
+        }
+        Err(e) => {
+            record(
+                pool,
+                report.run_id,
+                &format!("building the notification failed: {e}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let http = match crate::partner_center::http_client(timeout, 1) {
+        Ok(h) => h,
+        Err(e) => {
+            record(
+                pool,
+                report.run_id,
+                &format!("cannot build an HTTP client: {e}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let sent = http
+            .post(url.expose_secret().trim())
+            .json(&notification)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(
+                    customers = notification.changes.len(),
+                    ending = notification.ending_without_renewal.len(),
+                    "notification sent"
+                );
+                return;
+            }
+            // Neither the URL nor the answer's body is shown: the URL is a secret.
+            Ok(r) => last = format!("the webhook answered HTTP {}", r.status().as_u16()),
+            Err(e) => {
+                last = format!(
+                    "the webhook could not be reached: {}",
+                    crate::partner_center::transport_reason(&e)
+                )
+            }
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(backoff.delay(attempt, random_unit())).await;
+        }
+    }
+    record(
+        pool,
+        report.run_id,
+        &format!("the notification was not delivered after {ATTEMPTS} attempts: {last}"),
+    )
+    .await;
+}
+
+async fn record(pool: &PgPool, run_id: Uuid, message: &str) {
+    tracing::warn!(
+        error = message,
+        "notification failed; the pass's data is stored"
+    );
+    let stored = match pool.acquire().await {
+        Ok(mut conn) => {
+            crate::sync::store::record_error(
+                &mut conn, run_id, None, "notify", None, None, None, message,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "could not record the failed notification");
+    }
+}
