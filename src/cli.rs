@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a self-contained HTML report (opens offline): licenses over time, changes per day,
+    /// largest customers, renewal calendar, pass health.
+    Report {
+        /// Where to write it.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Try pcsync with no account: a simulated Partner Center, two passes, a report.
     #[cfg(feature = "simulator")]
     Demo {
@@ -161,6 +168,12 @@ async fn dispatch(cli: Cli) -> Exit {
                 return Exit::Fatal;
             };
             migrate(&settings).await
+        }
+        Command::Report { out } => {
+            let Some(settings) = load(&sources) else {
+                return Exit::Fatal;
+            };
+            report(&settings, &out).await
         }
         Command::Status { json } => {
             let Some(settings) = load(&sources) else {
@@ -334,6 +347,37 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
         }
         if shutdown.cancel.is_cancelled() {
             return signal_exit(shutdown.received());
+        }
+    }
+}
+
+/// `pcsync report --out PATH`: read-only; 0 when written.
+async fn report(settings: &Settings, out: &std::path::Path) -> Exit {
+    let pool = match db::connect_existing(&settings.database).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pcsync report: {e}");
+            return Exit::Fatal;
+        }
+    };
+    if !db::schema_current(&pool).await {
+        eprintln!("pcsync report: the database has no current pcsync schema: run a pass first");
+        return Exit::Fatal;
+    }
+    match crate::report::read(&pool).await {
+        Ok(data) => match std::fs::write(out, crate::report::render(&data)) {
+            Ok(()) => {
+                println!("report written to {}", out.display());
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("pcsync report: cannot write {}: {e}", out.display());
+                Exit::Fatal
+            }
+        },
+        Err(e) => {
+            eprintln!("pcsync report: {e}");
+            Exit::Fatal
         }
     }
 }

@@ -232,6 +232,20 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
             object.as_deref().unwrap_or("?")
         );
     }
+    let report_path = std::env::temp_dir().join("pcsync-demo-report.html");
+    match crate::report::read(&pool).await {
+        Ok(data) => match std::fs::write(&report_path, crate::report::render(&data)) {
+            Ok(()) => {
+                println!();
+                println!(
+                    "  a report to open in a browser (offline, one file): {}",
+                    report_path.display()
+                );
+            }
+            Err(e) => eprintln!("  (the report could not be written: {e})"),
+        },
+        Err(e) => eprintln!("  (the report could not be read: {e})"),
+    }
     println!();
     if server.is_throwaway() {
         println!(

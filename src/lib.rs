@@ -19,6 +19,7 @@
 //! - [`ratelimit`]: the request budget: GCRA arithmetic shared by client and simulator, and the
 //!   client's adaptive budget that slows down on 429.
 //! - [`simulator`] (feature `simulator`, on by default): a local Partner Center over HTTP.
+//! - [`report`]: `pcsync report`, a self-contained HTML report with inline SVG charts.
 //! - [`shutdown`]: SIGINT and SIGTERM.
 //! - [`status`]: `pcsync status`: health, failing customers, recent changes, endings.
 //! - [`sync`]: one pass: customer list, bounded fetch, change detection, per-customer store.
@@ -37,6 +38,7 @@ pub mod partner_center;
 #[cfg(feature = "simulator")]
 pub mod pgserver;
 pub mod ratelimit;
+pub mod report;
 pub mod schedule;
 pub mod shutdown;
 #[cfg(feature = "simulator")]

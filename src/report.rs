@@ -1,0 +1,381 @@
+//! `pcsync report`: one self-contained HTML file (no external assets, opens offline) for the
+//! people who do not have a BI tool at hand: licenses over time per offer, changes per day by
+//! kind, the largest customers, the renewal calendar of the next 90 days and pass health, drawn
+//! as inline SVG from the reporting views.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgPool;
+
+use crate::status::RunLine;
+
+/// Everything the report shows.
+#[derive(Debug, Default)]
+pub struct ReportData {
+    pub generated_at: DateTime<Utc>,
+    pub customers: i64,
+    pub subscriptions: i64,
+    pub licenses: i64,
+    pub failing_customers: i64,
+    /// (day, offer, licenses) for the largest offers over the last 30 days.
+    pub licenses_by_day: Vec<(NaiveDate, String, i64)>,
+    /// (day, kind, changes) over the last 30 days.
+    pub changes_by_day: Vec<(NaiveDate, String, i64)>,
+    /// (customer, licenses), largest first.
+    pub largest_customers: Vec<(String, i64)>,
+    /// (week, auto-renews, subscriptions, licenses) for terms ending in the next 90 days.
+    pub renewals: Vec<(NaiveDate, bool, i64, i64)>,
+    /// The last passes, newest first.
+    pub runs: Vec<RunLine>,
+}
+
+/// Reads the report's numbers from the views.
+pub async fn read(pool: &PgPool) -> Result<ReportData, sqlx::Error> {
+    let (customers, subscriptions, licenses): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT customer_id), coalesce(sum(subscriptions), 0)::bigint,
+                coalesce(sum(licenses), 0)::bigint
+         FROM pcsync.license_totals",
+    )
+    .fetch_one(pool)
+    .await?;
+    let failing_customers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pcsync.customer_health WHERE listed AND status = 'failed'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let licenses_by_day = sqlx::query_as(
+        "WITH top AS (
+             SELECT offer_name FROM pcsync.license_totals WHERE offer_name IS NOT NULL
+             GROUP BY offer_name ORDER BY sum(licenses) DESC LIMIT 6
+         )
+         SELECT d::date, l.offer_name, sum(l.licenses)::bigint
+         FROM generate_series(current_date - 29, current_date, interval '1 day') AS d
+         CROSS JOIN LATERAL pcsync.license_counts_at(least(d + interval '1 day', now())) AS l
+         WHERE l.offer_name IN (SELECT offer_name FROM top)
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let changes_by_day = sqlx::query_as(
+        "SELECT detected_at::date, kind, count(*) FROM pcsync.change_events
+         WHERE detected_at >= current_date - 29 GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let largest_customers = sqlx::query_as(
+        "SELECT coalesce(company_name, customer_id::text), sum(licenses)::bigint
+         FROM pcsync.license_totals GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+    )
+    .fetch_all(pool)
+    .await?;
+    let renewals = sqlx::query_as(
+        "SELECT date_trunc('week', ends_on)::date, auto_renews, count(*),
+                coalesce(sum(quantity), 0)::bigint
+         FROM pcsync.upcoming_renewals WHERE days_left <= 90 GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let runs = sqlx::query_as(
+        "SELECT run_id, started_at, kind, status,
+                extract(epoch FROM finished_at - started_at)::float8 AS duration_secs,
+                customers_succeeded, customers_failed, changes_detected
+         FROM pcsync.sync_runs ORDER BY started_at DESC LIMIT 20",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(ReportData {
+        generated_at: Utc::now(),
+        customers,
+        subscriptions,
+        licenses,
+        failing_customers,
+        licenses_by_day,
+        changes_by_day,
+        largest_customers,
+        renewals,
+        runs,
+    })
+}
+
+/// Text for HTML and SVG.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const PALETTE: [&str; 8] = [
+    "#2b6cb0", "#dd6b20", "#38a169", "#d53f8c", "#805ad5", "#718096", "#d69e2e", "#319795",
+];
+const WIDTH: f64 = 760.0;
+const HEIGHT: f64 = 240.0;
+const LEFT: f64 = 60.0;
+const BOTTOM: f64 = 30.0;
+
+fn empty(message: &str) -> String {
+    format!("<p class=\"empty\">{}</p>", esc(message))
+}
+
+fn legend(names: &[String]) -> String {
+    let mut out = String::from("<p class=\"legend\">");
+    for (i, n) in names.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            PALETTE[i % PALETTE.len()],
+            esc(n)
+        );
+    }
+    out.push_str("</p>");
+    out
+}
+
+/// A line per series over the days, with a y axis from 0.
+fn line_chart(points: &[(NaiveDate, String, i64)]) -> String {
+    let mut days: Vec<NaiveDate> = points.iter().map(|p| p.0).collect();
+    days.sort();
+    days.dedup();
+    let mut names: Vec<String> = points.iter().map(|p| p.1.clone()).collect();
+    names.sort();
+    names.dedup();
+    if days.is_empty() {
+        return empty("No license history yet: it starts with the first pass.");
+    }
+    let max = points.iter().map(|p| p.2).max().unwrap_or(0).max(1) as f64;
+    let step = (WIDTH - LEFT - 10.0) / (days.len().max(2) - 1) as f64;
+    let x = |d: &NaiveDate| LEFT + step * days.iter().position(|x| x == d).unwrap_or(0) as f64;
+    let y = |v: i64| HEIGHT - BOTTOM - (HEIGHT - BOTTOM - 10.0) * v as f64 / max;
+    let mut svg = axes(max, &days);
+    for (i, name) in names.iter().enumerate() {
+        let series: Vec<String> = points
+            .iter()
+            .filter(|p| &p.1 == name)
+            .map(|p| format!("{:.1},{:.1}", x(&p.0), y(p.2)))
+            .collect();
+        let color = PALETTE[i % PALETTE.len()];
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>",
+            series.join(" "),
+            esc(name)
+        );
+        for p in points.iter().filter(|p| &p.1 == name) {
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"><title>{} {}: {} licenses</title></circle>",
+                x(&p.0),
+                y(p.2),
+                esc(name),
+                p.0,
+                p.2
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg + &legend(&names)
+}
+
+/// The frame: y gridlines with values, first and last day under the x axis.
+fn axes(max: f64, days: &[NaiveDate]) -> String {
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\">"
+    );
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let y = HEIGHT - BOTTOM - (HEIGHT - BOTTOM - 10.0) * f64::from(i) / 4.0;
+        let _ = write!(
+            svg,
+            "<line x1=\"{LEFT}\" x2=\"{WIDTH}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{}</text>",
+            LEFT - 6.0,
+            y + 4.0,
+            v.round()
+        );
+    }
+    if let (Some(first), Some(last)) = (days.first(), days.last()) {
+        let _ = write!(
+            svg,
+            "<text x=\"{LEFT}\" y=\"{:.1}\" class=\"tick\">{first}</text><text x=\"{WIDTH}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{last}</text>",
+            HEIGHT - 8.0,
+            HEIGHT - 8.0
+        );
+    }
+    svg
+}
+
+/// Bars per day (or week), stacked by series.
+fn stacked_bars(points: &[(NaiveDate, String, i64)], unit: &str) -> String {
+    let mut days: Vec<NaiveDate> = points.iter().map(|p| p.0).collect();
+    days.sort();
+    days.dedup();
+    let mut names: Vec<String> = points.iter().map(|p| p.1.clone()).collect();
+    names.sort();
+    names.dedup();
+    if days.is_empty() {
+        return empty(&format!("No {unit} in this period."));
+    }
+    let totals: Vec<i64> = days
+        .iter()
+        .map(|d| points.iter().filter(|p| &p.0 == d).map(|p| p.2).sum())
+        .collect();
+    let max = totals.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let slot = (WIDTH - LEFT - 10.0) / days.len() as f64;
+    let bar = (slot * 0.7).max(2.0);
+    let scale = (HEIGHT - BOTTOM - 10.0) / max;
+    let mut svg = axes(max, &days);
+    for (i, day) in days.iter().enumerate() {
+        let mut top = HEIGHT - BOTTOM;
+        for (k, name) in names.iter().enumerate() {
+            let v: i64 = points
+                .iter()
+                .filter(|p| &p.0 == day && &p.1 == name)
+                .map(|p| p.2)
+                .sum();
+            if v == 0 {
+                continue;
+            }
+            let h = v as f64 * scale;
+            top -= h;
+            let _ = write!(
+                svg,
+                "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{day} {}: {v} {unit}</title></rect>",
+                LEFT + slot * i as f64 + (slot - bar) / 2.0,
+                PALETTE[k % PALETTE.len()],
+                esc(name)
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg + &legend(&names)
+}
+
+/// Horizontal bars, largest first, with their values.
+fn horizontal_bars(rows: &[(String, i64)]) -> String {
+    if rows.is_empty() {
+        return empty("No licenses stored yet.");
+    }
+    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1) as f64;
+    let row_h = 24.0;
+    let label = 240.0;
+    let height = row_h * rows.len() as f64 + 10.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\">"
+    );
+    for (i, (name, v)) in rows.iter().enumerate() {
+        let y = row_h * i as f64 + 5.0;
+        let w = (WIDTH - label - 80.0) * *v as f64 / max;
+        let short: String = name.chars().take(34).collect();
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"label\" text-anchor=\"end\">{}</text><rect x=\"{label}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {v} licenses</title></rect><text x=\"{:.1}\" y=\"{:.1}\" class=\"value\">{v}</text>",
+            label - 8.0,
+            y + 15.0,
+            esc(&short),
+            row_h - 6.0,
+            PALETTE[0],
+            esc(name),
+            label + w + 6.0,
+            y + 15.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The whole report as one HTML document.
+pub fn render(d: &ReportData) -> String {
+    let renewals: Vec<(NaiveDate, String, i64)> = d
+        .renewals
+        .iter()
+        .map(|(week, auto, _, licenses)| {
+            let what = if *auto {
+                "renews (auto-renew on)"
+            } else {
+                "ends (auto-renew off)"
+            };
+            (*week, what.to_string(), *licenses)
+        })
+        .collect();
+    let mut runs = String::new();
+    for r in &d.runs {
+        let _ = write!(
+            runs,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.status),
+            r.started_at.format("%Y-%m-%d %H:%M UTC"),
+            esc(&r.kind),
+            esc(&r.status),
+            r.duration_secs
+                .map_or("-".to_string(), |s| format!("{s:.1} s")),
+            r.customers_succeeded,
+            r.customers_failed,
+            r.changes_detected
+        );
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>pcsync report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 820px; color: #1a202c; }}
+h1 {{ font-size: 22px; margin-bottom: 4px; }} h2 {{ font-size: 17px; margin-top: 28px; }}
+.kpis {{ display: flex; gap: 12px; flex-wrap: wrap; }} .kpi {{ background: #f7fafc; border: 1px solid #e2e8f0; border-radius: 6px; padding: 8px 14px; }}
+.kpi b {{ display: block; font-size: 20px; }} .muted, .empty {{ color: #718096; }}
+svg {{ width: 100%; height: auto; }} .grid {{ stroke: #e2e8f0; }} .tick, .label, .value {{ font-size: 11px; fill: #4a5568; }}
+.legend span {{ margin-right: 14px; white-space: nowrap; }} .legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: 3px 8px; border-bottom: 1px solid #edf2f7; text-align: left; }}
+tr.failed td, tr.abandoned td {{ color: #c53030; }} tr.partial td {{ color: #b7791f; }}
+</style></head>
+<body>
+<h1>pcsync report</h1>
+<p class="muted">Generated {generated}. Numbers from the views current_subscriptions, license_totals, license_counts_at, upcoming_renewals, change_events and sync_runs.</p>
+<div class="kpis">
+<div class="kpi"><b>{customers}</b>customers</div>
+<div class="kpi"><b>{subscriptions}</b>subscriptions</div>
+<div class="kpi"><b id="total-licenses">{licenses}</b>licenses</div>
+<div class="kpi"><b>{failing}</b>customers failing</div>
+</div>
+<h2>Licenses over time, largest offers (last 30 days)</h2>
+{licenses_chart}
+<h2>Changes per day by kind (last 30 days)</h2>
+{changes_chart}
+<h2>Largest customers by licenses</h2>
+{customers_chart}
+<h2>Renewal calendar: licenses whose term ends, by week (next 90 days)</h2>
+{renewals_chart}
+<h2>Pass health (last 20 passes)</h2>
+<table><tr><th>started</th><th>kind</th><th>status</th><th>duration</th><th>customers ok</th><th>failed</th><th>changes</th></tr>
+{runs}
+</table>
+</body></html>
+"#,
+        generated = d.generated_at.format("%Y-%m-%d %H:%M UTC"),
+        customers = d.customers,
+        subscriptions = d.subscriptions,
+        licenses = d.licenses,
+        failing = d.failing_customers,
+        licenses_chart = line_chart(&d.licenses_by_day),
+        changes_chart = stacked_bars(&d.changes_by_day, "changes"),
+        customers_chart = horizontal_bars(&d.largest_customers),
+        renewals_chart = stacked_bars(&renewals, "licenses ending"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_empty_data_says_so() {
+        let d = ReportData {
+            largest_customers: vec![("<script>alert(1)</script> & Co".into(), 5)],
+            ..ReportData::default()
+        };
+        let html = render(&d);
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co"));
+        assert!(html.contains("No license history yet"));
+        assert!(html.contains("No changes in this period."));
+    }
+}
