@@ -396,11 +396,17 @@ async fn pass(
     let writer = tokio::spawn(
         write_all(lock, run_id, ctx.clone(), from_fetchers).instrument(tracing::Span::current()),
     );
+    let on_terminal = settings.log.format == crate::config::LogFormat::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = settings.log.progress.map(|every| {
-        tokio::spawn(
-            report_progress(ctx.clone(), customers.len() as u64, every)
-                .instrument(tracing::Span::current()),
-        )
+        let total = customers.len() as u64;
+        if on_terminal {
+            tokio::spawn(progress_bar(ctx.clone(), total))
+        } else {
+            tokio::spawn(
+                report_progress(ctx.clone(), total, every).instrument(tracing::Span::current()),
+            )
+        }
     });
     // Customers in flight: each sends its two requests at once, so this many keeps every
     // request permit busy.
@@ -511,6 +517,36 @@ async fn pass(
         RunStatus::Succeeded
     };
     (Ok(()), lock)
+}
+
+/// For a person at a terminal: a live bar instead of progress lines (log lines still print
+/// above it).
+async fn progress_bar(ctx: Arc<TaskContext>, total: u64) {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:20} {pos}/{len} customers, {msg}, ~{eta} left",
+    ) {
+        bar.set_style(style);
+    }
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        ticker.tick().await;
+        let counters = ctx.client.counters();
+        bar.set_position(ctx.done.load(Ordering::Relaxed));
+        bar.set_message(format!(
+            "{} failed, {} requests, {} 429s",
+            ctx.failed.load(Ordering::Relaxed),
+            counters.requests,
+            counters.throttled
+        ));
+        if ctx.done.load(Ordering::Relaxed) >= total {
+            bar.finish_and_clear();
+            return;
+        }
+    }
 }
 
 /// One INFO line every `every` while the pass runs: customers done of total, failed,
