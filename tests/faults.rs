@@ -77,16 +77,6 @@ async fn second_looks(s: &Setup, run: Uuid) -> i32 {
         .expect("second_looks")
 }
 
-fn first_seed_subscription(s: &Setup, customer: Uuid) -> String {
-    let c = s.sim.customer(customer).expect("customer");
-    c.subscriptions
-        .iter()
-        .find(|x| x["partnerId"] == SEED_MPN_ID)
-        .and_then(|x| x["id"].as_str())
-        .expect("a subscription of the seed partner")
-        .to_string()
-}
-
 /// Failure 1 (and the 3xx of "a complete fetch is proven"): a 200 without `items`, an empty
 /// object, a `totalCount` the items do not reach, a redirect to an empty page. Each is that
 /// customer's error; nothing it holds is removed.
@@ -500,7 +490,7 @@ async fn a_customer_listed_twice_by_the_api_is_synced_once() {
 async fn a_value_of_the_wrong_type_is_the_customers_error() {
     let s = synced(4).await;
     let id = s.sim.customer_ids()[1];
-    let sub = first_seed_subscription(&s, id);
+    let sub = common::sim::our_subscription(&s, id);
     let before = holdings(&s, id).await;
     s.sim
         .apply(Change::SetSubscriptionField {

@@ -240,25 +240,7 @@ async fn the_watermark_does_not_advance_on_a_failed_pass() {
 }
 
 fn partner_changes_small(s: &Setup) {
-    let id = s.sim.customer_ids()[1];
-    let sub = s
-        .sim
-        .customer(id)
-        .expect("c")
-        .subscriptions
-        .iter()
-        .find(|x| x["partnerId"] == SEED_MPN_ID)
-        .and_then(|x| x["id"].as_str())
-        .expect("sub")
-        .to_string();
-    s.sim
-        .apply(Change::SetSubscriptionField {
-            customer_id: id,
-            subscription_id: sub,
-            field: "quantity".into(),
-            value: json!(4242),
-        })
-        .expect("change");
+    common::sim::set_quantity(s, s.sim.customer_ids()[1], 4242);
 }
 
 #[tokio::test]

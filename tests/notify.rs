@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use common::sim::{Setup, count, pass, setup};
-use pcsync::simulator::{Change, SEED_MPN_ID, SimConfig};
+use pcsync::simulator::SimConfig;
 use pcsync::sync::RunStatus;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Bodies received, and how many of the next requests to answer 500.
 #[derive(Default)]
@@ -50,25 +50,7 @@ async fn receiver() -> (String, Arc<Mutex<Receiver>>) {
 }
 
 fn change_one(s: &Setup, n: usize, quantity: i64) {
-    let id = s.sim.customer_ids()[n];
-    let sub = s
-        .sim
-        .customer(id)
-        .expect("customer")
-        .subscriptions
-        .iter()
-        .find(|x| x["partnerId"] == SEED_MPN_ID)
-        .and_then(|x| x["id"].as_str())
-        .expect("sub")
-        .to_string();
-    s.sim
-        .apply(Change::SetSubscriptionField {
-            customer_id: id,
-            subscription_id: sub,
-            field: "quantity".into(),
-            value: json!(quantity),
-        })
-        .expect("change");
+    common::sim::set_quantity(s, s.sim.customer_ids()[n], quantity);
 }
 
 #[tokio::test]

@@ -89,3 +89,29 @@ pub fn pcsync_command(s: &Setup, extra: &[(&str, &str)]) -> tokio::process::Comm
         .kill_on_drop(true);
     cmd
 }
+
+/// The partner's (seed MPN id's) first subscription of a customer.
+pub fn our_subscription(s: &Setup, customer: uuid::Uuid) -> String {
+    s.sim
+        .customer(customer)
+        .expect("customer")
+        .subscriptions
+        .iter()
+        .find(|x| x["partnerId"] == pcsync::simulator::SEED_MPN_ID)
+        .and_then(|x| x["id"].as_str())
+        .expect("a subscription of the seed partner")
+        .to_string()
+}
+
+/// Sets the quantity of the customer's first subscription of our partner (a partner-made
+/// change: the activity log records it).
+pub fn set_quantity(s: &Setup, customer: uuid::Uuid, quantity: i64) {
+    s.sim
+        .apply(pcsync::simulator::Change::SetSubscriptionField {
+            customer_id: customer,
+            subscription_id: our_subscription(s, customer),
+            field: "quantity".into(),
+            value: serde_json::json!(quantity),
+        })
+        .expect("change");
+}
