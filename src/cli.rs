@@ -626,13 +626,14 @@ async fn simulate(args: SimulateArgs) -> Exit {
     // would crawl for no reason. Match the simulator's budget instead.
     let rpm = args.rpm.unwrap_or(100_000);
     println!(
-        "  export PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE={rpm}   # the simulator's budget{}; Partner Center's is 500",
+        "  # the simulator's request budget{}; Partner Center's is 500 a minute",
         if args.rpm.is_some() {
             ""
         } else {
             " is unlimited"
         }
     );
+    println!("  export PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE={rpm}");
     println!(
         "\nControl: GET {0}/_sim/stats | POST {0}/_sim/mutate {{\"fraction\":0.01,\"seed\":1}} | POST {0}/_sim/change | GET/PUT {0}/_sim/knobs",
         sim.base_url()
