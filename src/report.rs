@@ -76,14 +76,7 @@ pub async fn read(pool: &PgPool) -> Result<ReportData, sqlx::Error> {
     )
     .fetch_all(pool)
     .await?;
-    let runs = sqlx::query_as(
-        "SELECT run_id, started_at, kind, status,
-                extract(epoch FROM finished_at - started_at)::float8 AS duration_secs,
-                customers_succeeded, customers_failed, changes_detected
-         FROM pcsync.sync_runs ORDER BY started_at DESC LIMIT 20",
-    )
-    .fetch_all(pool)
-    .await?;
+    let runs = crate::status::last_runs(pool, 20).await?;
     Ok(ReportData {
         generated_at: Utc::now(),
         customers,

@@ -76,16 +76,22 @@ pub fn default_max_age(schedule: &CronSchedule, now: DateTime<Utc>) -> Duration 
     interval * 2
 }
 
-/// Reads the status. `max_age`: see [`Status::max_age_secs`].
-pub async fn read(pool: &PgPool, max_age: Duration) -> Result<Status, sqlx::Error> {
-    let last_runs: Vec<RunLine> = sqlx::query_as(
+/// The newest `limit` passes of the run ledger, newest first.
+pub async fn last_runs(pool: &PgPool, limit: i64) -> Result<Vec<RunLine>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT run_id, started_at, kind, status,
                 extract(epoch FROM finished_at - started_at)::float8 AS duration_secs,
                 customers_succeeded, customers_failed, changes_detected
-         FROM pcsync.sync_runs ORDER BY started_at DESC LIMIT 10",
+         FROM pcsync.sync_runs ORDER BY started_at DESC LIMIT $1",
     )
+    .bind(limit)
     .fetch_all(pool)
-    .await?;
+    .await
+}
+
+/// Reads the status. `max_age`: see [`Status::max_age_secs`].
+pub async fn read(pool: &PgPool, max_age: Duration) -> Result<Status, sqlx::Error> {
+    let last_runs = last_runs(pool, 10).await?;
     let failing_customers = sqlx::query_as(
         "SELECT customer_id, company_name, failing_since, last_error_code, access_lost, last_error
          FROM pcsync.customer_health WHERE listed AND status = 'failed'
