@@ -343,6 +343,21 @@ async fn a_killed_pass_is_closed_as_abandoned_by_the_next() {
     assert_eq!(running, 1);
     child.kill().await.expect("SIGKILL");
     let _ = child.wait().await;
+    // The server notices the dead session (and frees its lock) a moment later, as the next
+    // scheduled pass would find it.
+    for _ in 0..100 {
+        if count(
+            &s.db.pool,
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+             WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+        )
+        .await
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.sim.set_knobs(Knobs::default());
     let report = pass(&s, &[]).await;
     assert_eq!(report.status, RunStatus::Succeeded);
