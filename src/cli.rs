@@ -364,7 +364,7 @@ async fn report(settings: &Settings, out: &std::path::Path) -> Exit {
         eprintln!("pcsync report: the database has no current pcsync schema: run a pass first");
         return Exit::Fatal;
     }
-    match crate::report::read(&pool).await {
+    match crate::report::read(&pool, &settings.clock).await {
         Ok(data) => match std::fs::write(out, crate::report::render(&data)) {
             Ok(()) => {
                 println!("report written to {}", out.display());
@@ -401,7 +401,7 @@ async fn status(settings: &Settings, json: bool) -> Exit {
     let max_age = settings.status.max_age.unwrap_or_else(|| {
         crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
     });
-    let status = match crate::status::read(&pool, max_age).await {
+    let status = match crate::status::read(&pool, max_age, &settings.clock).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pcsync status: {e}");
@@ -589,6 +589,7 @@ async fn simulate(args: SimulateArgs) -> Exit {
             burst: args.burst,
             faults: args.faults,
             hang_secs: None,
+            customer_list_body: None,
         },
         ..SimConfig::default()
     };

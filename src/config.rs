@@ -47,6 +47,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub status: StatusSettings,
     pub notify: NotifySettings,
+    /// Where every "now" of a pass comes from: the system clock, unless a test, the benchmark
+    /// or the demo sets one (not a configuration key).
+    pub clock: crate::clock::Clock,
 }
 
 /// Where and what to send after each pass.
@@ -244,6 +247,9 @@ pub struct SyncSettings {
     pub timezone: chrono_tz::Tz,
     /// After SIGTERM/SIGINT, how long the pass may take to stop before pcsync exits anyway.
     pub shutdown_grace: Duration,
+    /// How often an incremental pass fetches a customer again whose subscription came due and
+    /// whose date Partner Center has not moved yet (within the 3 days after the due moment).
+    pub due_recheck: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,6 +385,7 @@ struct RawSync {
     full_schedule: Option<String>,
     timezone: Option<String>,
     shutdown_grace_secs: Option<String>,
+    due_recheck_secs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -790,6 +797,14 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         8,
     )?);
 
+    let due_recheck = Duration::from_secs(number(
+        "sync.due_recheck_secs",
+        raw.sync.due_recheck_secs,
+        60,
+        86_400,
+        21_600,
+    )?);
+
     let log = LogSettings {
         format: choice(
             "log.format",
@@ -876,7 +891,9 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             full_schedule,
             timezone,
             shutdown_grace,
+            due_recheck,
         },
         log,
+        clock: crate::clock::Clock::system(),
     })
 }

@@ -7,6 +7,7 @@
 //! customers per atomic statement, each customer whole or not at all.
 //!
 //! Modules, one concern each:
+//! - [`clock`]: the one clock every "now" of a pass comes from (tests and the demo set it).
 //! - [`config`]: layered settings (defaults file, optional file, environment), validated once.
 //! - [`schedule`]: cron expressions for `pcsync run`.
 //! - [`telemetry`]: logging as text or JSON.
@@ -28,6 +29,7 @@
 //! - [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 #[cfg(feature = "simulator")]

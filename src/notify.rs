@@ -13,6 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::config::NotifySettings;
 use crate::partner_center::retry::{Backoff, random_unit};
 use crate::sync::PassReport;
@@ -52,6 +53,9 @@ pub struct Ending {
     pub ends_on: NaiveDate,
     pub days_left: i32,
     pub quantity: Option<i64>,
+    /// The threshold this announcement is for: `notify.renewal_days`, or 7 days left. Each
+    /// ending is announced once per threshold.
+    pub threshold_days: i32,
 }
 
 /// What is POSTed (documented in the README).
@@ -71,8 +75,11 @@ pub struct Notification {
 pub async fn build(
     pool: &PgPool,
     settings: &NotifySettings,
+    clock: &Clock,
     report: &PassReport,
 ) -> Result<Option<Notification>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    crate::clock::set_for_transaction(&mut tx, clock).await?;
     let events: Vec<EventLine> = sqlx::query_as(
         "SELECT customer_id, company_name, entity, entity_id, object_name, kind, field,
                 old_value, new_value, changed_by
@@ -85,20 +92,31 @@ pub async fn build(
     .bind(report.run_id)
     .bind(&settings.kinds)
     .bind(&settings.fields)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let ending: Vec<Ending> = if settings.renewal_days == 0 {
         Vec::new()
     } else {
+        // The tightest threshold an ending has crossed, unless it was announced for it.
         sqlx::query_as(
-            "SELECT customer_id, company_name, subscription_id, offer_name, ends_on, days_left, quantity
-             FROM pcsync.upcoming_renewals WHERE NOT auto_renews AND days_left <= $1
-             ORDER BY ends_on, company_name",
+            "SELECT u.customer_id, u.company_name, u.subscription_id, u.offer_name, u.ends_on,
+                    u.days_left, u.quantity, t.threshold_days
+             FROM pcsync.upcoming_renewals u
+             CROSS JOIN LATERAL (
+                 SELECT min(th) AS threshold_days FROM unnest($1::int[]) AS th WHERE u.days_left <= th
+             ) t
+             WHERE NOT u.auto_renews AND t.threshold_days IS NOT NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM pcsync.renewal_announcements a
+                   WHERE a.customer_id = u.customer_id AND a.subscription_id = u.subscription_id
+                     AND a.ends_on = u.ends_on AND a.threshold_days = t.threshold_days)
+             ORDER BY u.ends_on, u.company_name",
         )
-        .bind(i32::try_from(settings.renewal_days).unwrap_or(i32::MAX))
-        .fetch_all(pool)
+        .bind(thresholds(settings.renewal_days))
+        .fetch_all(&mut *tx)
         .await?
     };
+    tx.commit().await?;
     if events.is_empty() && ending.is_empty() {
         return Ok(None);
     }
@@ -123,7 +141,7 @@ pub async fn build(
         run_id: report.run_id,
         pass_kind: report.kind.as_str(),
         status: report.status.as_str(),
-        finished_at: Utc::now(),
+        finished_at: clock.now(),
         changes,
         ending_without_renewal: ending,
     }))
@@ -171,10 +189,49 @@ fn summary(changes: &[CustomerChanges], ending: &[Ending], days: u32) -> String 
     text
 }
 
+/// The thresholds at which an ending is announced: when it enters `renewal_days`, and again
+/// at 7 days left.
+fn thresholds(renewal_days: u32) -> Vec<i32> {
+    let days = i32::try_from(renewal_days).unwrap_or(i32::MAX);
+    if days > 7 { vec![days, 7] } else { vec![days] }
+}
+
+/// Remembers the endings a delivered notification announced, each for its threshold.
+async fn announced(
+    pool: &PgPool,
+    notification: &Notification,
+    clock: &Clock,
+) -> Result<(), sqlx::Error> {
+    let e = &notification.ending_without_renewal;
+    if e.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO pcsync.renewal_announcements
+             (customer_id, subscription_id, ends_on, threshold_days, announced_at, run_id)
+         SELECT u.*, $5, $6 FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::int[]) AS u
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(e.iter().map(|x| x.customer_id).collect::<Vec<_>>())
+    .bind(
+        e.iter()
+            .map(|x| x.subscription_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(e.iter().map(|x| x.ends_on).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.threshold_days).collect::<Vec<_>>())
+    .bind(clock.now())
+    .bind(notification.run_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Sends the pass's notification, if there is one to send; never fails the caller.
 pub async fn after_pass(
     pool: &PgPool,
     settings: &NotifySettings,
+    clock: &Clock,
     timeout: Duration,
     backoff: Backoff,
     report: &PassReport,
@@ -182,7 +239,7 @@ pub async fn after_pass(
     let Some(url) = &settings.webhook_url else {
         return;
     };
-    let notification = match build(pool, settings, report).await {
+    let notification = match build(pool, settings, clock, report).await {
         Ok(Some(n)) => n,
         Ok(None) => {
             tracing::debug!("nothing to notify");
@@ -193,6 +250,7 @@ pub async fn after_pass(
                 pool,
                 report.run_id,
                 &format!("building the notification failed: {e}"),
+                clock.now(),
             )
             .await;
             return;
@@ -205,6 +263,7 @@ pub async fn after_pass(
                 pool,
                 report.run_id,
                 &format!("cannot build an HTTP client: {e}"),
+                clock.now(),
             )
             .await;
             return;
@@ -224,6 +283,10 @@ pub async fn after_pass(
                     ending = notification.ending_without_renewal.len(),
                     "notification sent"
                 );
+                if let Err(e) = announced(pool, &notification, clock).await {
+                    // Not fatal: the endings are announced again after the next pass.
+                    tracing::warn!(error = %e, "could not record which endings were announced");
+                }
                 return;
             }
             // Neither the URL nor the answer's body is shown: the URL is a secret.
@@ -243,11 +306,12 @@ pub async fn after_pass(
         pool,
         report.run_id,
         &format!("the notification was not delivered after {ATTEMPTS} attempts: {last}"),
+        clock.now(),
     )
     .await;
 }
 
-async fn record(pool: &PgPool, run_id: Uuid, message: &str) {
+async fn record(pool: &PgPool, run_id: Uuid, message: &str, at: DateTime<Utc>) {
     tracing::warn!(
         error = message,
         "notification failed; the pass's data is stored"
@@ -255,7 +319,8 @@ async fn record(pool: &PgPool, run_id: Uuid, message: &str) {
     let stored = match pool.acquire().await {
         Ok(mut conn) => {
             crate::sync::store::record_error(
-                &mut conn, run_id, None, "notify", None, None, None, message,
+                &mut conn,
+                crate::sync::store::ErrorRow::plain(run_id, None, "notify", message, at),
             )
             .await
         }

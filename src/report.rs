@@ -31,18 +31,20 @@ pub struct ReportData {
 }
 
 /// Reads the report's numbers from the views.
-pub async fn read(pool: &PgPool) -> Result<ReportData, sqlx::Error> {
+pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportData, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    crate::clock::set_for_transaction(&mut tx, clock).await?;
     let (customers, subscriptions, licenses): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(DISTINCT customer_id), coalesce(sum(subscriptions), 0)::bigint,
                 coalesce(sum(licenses), 0)::bigint
          FROM pcsync.license_totals",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
     let failing_customers: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pcsync.customer_health WHERE listed AND status = 'failed'",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
     let licenses_by_day = sqlx::query_as(
         "WITH top AS (
@@ -50,35 +52,36 @@ pub async fn read(pool: &PgPool) -> Result<ReportData, sqlx::Error> {
              GROUP BY offer_name ORDER BY sum(licenses) DESC LIMIT 6
          )
          SELECT d::date, l.offer_name, sum(l.licenses)::bigint
-         FROM generate_series(current_date - 29, current_date, interval '1 day') AS d
-         CROSS JOIN LATERAL pcsync.license_counts_at(least(d + interval '1 day', now())) AS l
+         FROM generate_series(pcsync.clock_now()::date - 29, pcsync.clock_now()::date, interval '1 day') AS d
+         CROSS JOIN LATERAL pcsync.license_counts_at(least(d + interval '1 day', pcsync.clock_now())) AS l
          WHERE l.offer_name IN (SELECT offer_name FROM top)
          GROUP BY 1, 2 ORDER BY 1, 2",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let changes_by_day = sqlx::query_as(
         "SELECT detected_at::date, kind, count(*) FROM pcsync.change_events
-         WHERE detected_at >= current_date - 29 GROUP BY 1, 2 ORDER BY 1, 2",
+         WHERE detected_at >= pcsync.clock_now()::date - 29 GROUP BY 1, 2 ORDER BY 1, 2",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let largest_customers = sqlx::query_as(
         "SELECT coalesce(company_name, customer_id::text), sum(licenses)::bigint
          FROM pcsync.license_totals GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let renewals = sqlx::query_as(
         "SELECT date_trunc('week', ends_on)::date, auto_renews, count(*),
                 coalesce(sum(quantity), 0)::bigint
          FROM pcsync.upcoming_renewals WHERE days_left <= 90 GROUP BY 1, 2 ORDER BY 1, 2",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let runs = crate::status::last_runs(pool, 20).await?;
     Ok(ReportData {
-        generated_at: Utc::now(),
+        generated_at: clock.now(),
         customers,
         subscriptions,
         licenses,

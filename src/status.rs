@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::schedule::CronSchedule;
 
 /// One pass of the run ledger.
@@ -64,6 +65,14 @@ pub struct Status {
     pub failing_customers: Vec<FailingCustomer>,
     pub changes_last_24h: Vec<ChangeCount>,
     pub ending_without_renewal: Vec<Ending>,
+    /// The oldest `last_confirmed_at` of a listed customer with access: the whole copy is at
+    /// least as fresh as this (null while a listed customer was never confirmed).
+    pub oldest_confirmed_at: Option<DateTime<Utc>>,
+    /// Listed customers with access that no pass has confirmed yet.
+    pub never_confirmed: i64,
+    /// Up to when the activity log has been read (the watermark): partner-made changes before
+    /// it are in the copy.
+    pub activity_read_through: Option<DateTime<Utc>>,
 }
 
 /// Twice the time between the schedule's next two firings: how old the last good pass may be.
@@ -90,35 +99,52 @@ pub async fn last_runs(pool: &PgPool, limit: i64) -> Result<Vec<RunLine>, sqlx::
 }
 
 /// Reads the status. `max_age`: see [`Status::max_age_secs`].
-pub async fn read(pool: &PgPool, max_age: Duration) -> Result<Status, sqlx::Error> {
+pub async fn read(pool: &PgPool, max_age: Duration, clock: &Clock) -> Result<Status, sqlx::Error> {
     let last_runs = last_runs(pool, 10).await?;
+    let now = clock.now();
+    let mut tx = pool.begin().await?;
+    crate::clock::set_for_transaction(&mut tx, clock).await?;
     let failing_customers = sqlx::query_as(
         "SELECT customer_id, company_name, failing_since, last_error_code, access_lost, last_error
          FROM pcsync.customer_health WHERE listed AND status = 'failed'
          ORDER BY failing_since, company_name",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let changes_last_24h = sqlx::query_as(
         "SELECT entity, kind, field, count(*) AS changes FROM pcsync.change_events
-         WHERE detected_at > now() - interval '24 hours'
+         WHERE detected_at > $1 - interval '24 hours' AND detected_at <= $1
          GROUP BY entity, kind, field ORDER BY entity, kind, field",
     )
-    .fetch_all(pool)
+    .bind(now)
+    .fetch_all(&mut *tx)
     .await?;
     let ending_without_renewal = sqlx::query_as(
         "SELECT company_name, offer_name, subscription_id, ends_on, days_left, quantity
          FROM pcsync.upcoming_renewals WHERE NOT auto_renews AND days_left <= 30
          ORDER BY ends_on, company_name",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    let (oldest_confirmed_at, never_confirmed): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
+        "SELECT min(last_confirmed_at), count(*) FILTER (WHERE last_confirmed_at IS NULL)
+         FROM pcsync.customer_health WHERE listed AND NOT access_lost",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let activity_read_through: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(activity_read_through) FROM pcsync.sync_runs
+         WHERE status IN ('succeeded', 'partial')",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
     let last_good: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT max(finished_at) FROM pcsync.sync_runs WHERE status IN ('succeeded', 'partial')",
     )
     .fetch_one(pool)
     .await?;
-    let (healthy, reason) = judge(&last_runs, last_good, max_age, Utc::now());
+    let (healthy, reason) = judge(&last_runs, last_good, max_age, now);
     Ok(Status {
         healthy,
         reason,
@@ -127,6 +153,9 @@ pub async fn read(pool: &PgPool, max_age: Duration) -> Result<Status, sqlx::Erro
         failing_customers,
         changes_last_24h,
         ending_without_renewal,
+        oldest_confirmed_at,
+        never_confirmed,
+        activity_read_through,
     })
 }
 
@@ -181,6 +210,21 @@ pub fn render(s: &Status) -> String {
         if s.healthy { "healthy" } else { "UNHEALTHY" },
         s.reason,
         s.max_age_secs as f64 / 3600.0
+    ));
+    let at = |t: Option<DateTime<Utc>>| {
+        t.map_or("never".to_string(), |t| {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        })
+    };
+    line(format!(
+        "Freshness: every listed customer confirmed since {}{}; activity log read through {}",
+        at(s.oldest_confirmed_at),
+        if s.never_confirmed > 0 {
+            format!(" ({} never confirmed yet)", s.never_confirmed)
+        } else {
+            String::new()
+        },
+        at(s.activity_read_through)
     ));
     line(String::new());
     line("Last passes".into());

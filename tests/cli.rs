@@ -356,8 +356,8 @@ async fn status_exit_codes_fit_a_probe() {
     assert_eq!(parsed["last_runs"][0]["status"], "succeeded");
     assert_eq!(
         parsed["max_age_secs"],
-        48 * 3600,
-        "twice the daily schedule"
+        2 * 3600,
+        "twice the hourly schedule"
     );
     assert!(
         parsed["changes_last_24h"]

@@ -11,7 +11,9 @@ use common::TestDb;
 use pcsync::config::{Settings, Sources};
 use pcsync::partner_center::fields::FieldValue;
 use pcsync::partner_center::retry::Backoff;
-use pcsync::partner_center::{ApiError, AuthError, PartnerCenterClient, RefreshTokenStore};
+use pcsync::partner_center::{
+    ApiError, AuthError, CustomerAnswer, PartnerCenterClient, RefreshTokenStore,
+};
 use pcsync::simulator::{
     Change, Endpoint, FaultKind, FaultRule, Knobs, SEED_CUSTOMER_ID, SEED_MPN_ID,
     SIM_REFRESH_TOKEN, SimConfig, Simulator,
@@ -515,7 +517,10 @@ async fn customer_list_pages_to_the_end_in_both_forms() {
         .await
         .expect("sim");
         let c = client(&sim, &[FAST]).await;
-        let all = c.customers(100).collect_all().await.expect("every page");
+        let answer = c.customers(100).collect_all().await.expect("every page");
+        let CustomerAnswer::Complete(all) = answer else {
+            panic!("the list is complete: {answer:?}");
+        };
         assert_eq!(all.len(), 1234);
         let unique: HashSet<Uuid> = all.iter().map(|c| c.id).collect();
         assert_eq!(unique.len(), 1234);

@@ -52,7 +52,10 @@ fn defaults_load_without_any_file_or_variable() {
     );
     assert_eq!(s.customers.source, CustomerSource::File);
     assert_eq!(s.log.format, LogFormat::Text);
-    assert_eq!(s.sync.schedule.to_string(), "0 2 * * *");
+    // Finance-grade freshness: hourly incremental passes, a full one every day at 02:00.
+    assert_eq!(s.sync.schedule.to_string(), "0 * * * *");
+    assert_eq!(s.sync.full_schedule.to_string(), "0 2 * * *");
+    assert_eq!(s.sync.due_recheck.as_secs(), 6 * 3600);
     assert!(!s.auth.any_set());
 }
 

@@ -17,6 +17,7 @@ const TABLES: &[&str] = &[
     "subscription_history",
     "sync_runs",
     "sync_errors",
+    "renewal_announcements",
 ];
 
 async fn table_names(pool: &PgPool) -> Vec<String> {

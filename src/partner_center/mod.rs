@@ -34,7 +34,7 @@ use uuid::Uuid;
 pub use auth::{AuthError, RefreshTokenStore, TokenProvider};
 pub use error::{ApiError, Context, Verdict};
 pub use models::{Customer, ManagedService, Subscription};
-pub use paging::{Complete, CustomerPager};
+pub use paging::{Complete, CustomerAnswer, CustomerPager, ListProblem};
 
 use crate::config::{Credentials, PartnerCenterSettings, is_mpn_id};
 use crate::ratelimit::AdaptiveBudget;

@@ -165,6 +165,13 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// The item's id, when it reads as a GUID (for naming an item that does not read whole).
+    pub fn id_of(map: &Map<String, Value>) -> Option<Uuid> {
+        map.get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::try_parse(s.trim()).ok())
+    }
+
     pub fn from_json(map: &Map<String, Value>) -> Result<Customer, ParseError> {
         let raw_id =
             text(map, &["id"])?.ok_or_else(|| ParseError("customer without an id".into()))?;

@@ -29,6 +29,30 @@ pub struct Complete<T> {
 }
 
 impl<T> Complete<T> {
+    /// A list that is whole by construction, not by a pager's check: the customer file pcsync
+    /// was given (it is the list), or ids derived from a complete list.
+    pub(crate) fn whole(items: Vec<T>) -> Complete<T> {
+        Complete { items }
+    }
+
+    /// The same proof over items derived one by one.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Complete<U> {
+        Complete {
+            items: self.items.into_iter().map(f).collect(),
+        }
+    }
+
+    /// The same list with repeated items merged into the first (a collection can repeat an
+    /// item across pages): still complete. Returns how many were merged away.
+    pub fn merge_repeats<K: std::hash::Hash + Eq>(
+        self,
+        key: impl Fn(&T) -> K,
+        merge: impl FnMut(&mut T, T),
+    ) -> (Complete<T>, usize) {
+        let (items, repeats) = merge_repeats(self.items, key, merge);
+        (Complete { items }, repeats)
+    }
+
     /// The same proof over items derived one by one (typed objects from the raw ones).
     pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Complete<U>, E> {
         Ok(Complete {
@@ -60,6 +84,33 @@ impl<'a, T> IntoIterator for &'a Complete<T> {
     fn into_iter(self) -> Self::IntoIter {
         self.items.iter()
     }
+}
+
+/// Merges items with the same key into the first of them, keeping the order of first
+/// appearance. Returns the items and how many were merged away.
+pub fn merge_repeats<T, K: std::hash::Hash + Eq>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> K,
+    mut merge: impl FnMut(&mut T, T),
+) -> (Vec<T>, usize) {
+    let mut index_of: std::collections::HashMap<K, usize> =
+        std::collections::HashMap::with_capacity(items.len());
+    let mut merged: Vec<T> = Vec::with_capacity(items.len());
+    let mut repeats = 0;
+    for item in items {
+        let k = key(&item);
+        match index_of.get(&k) {
+            Some(&at) => {
+                repeats += 1;
+                merge(&mut merged[at], item);
+            }
+            None => {
+                index_of.insert(k, merged.len());
+                merged.push(item);
+            }
+        }
+    }
+    (merged, repeats)
 }
 
 /// Whether the items received agree with the `totalCount`s sent: every page's count is its
@@ -112,9 +163,11 @@ impl<'a> Pager<'a> {
         self.client.decode_error(&self.op, ParseError(e))
     }
 
-    /// The next page's items, `None` after the last page. The last page is handed out only
-    /// when the counts of all pages agree.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Box<RawValue>>>, ApiError> {
+    /// The next page: its items and, on the last page, why the counts of all pages disagree
+    /// (`None` when they agree). `None` after the last page.
+    async fn fetch_next(
+        &mut self,
+    ) -> Result<Option<(Vec<Box<RawValue>>, Option<String>)>, ApiError> {
         let Some(request) = self.next.take() else {
             return Ok(None);
         };
@@ -124,18 +177,25 @@ impl<'a> Pager<'a> {
         let (url, headers) = request;
         let page = self.client.get_page(&url, &headers, &self.op).await?;
         self.counts.push((page.total_count, page.items.len()));
+        let mut disagreement = None;
         match page.next {
             Some(link) => {
                 let url = resolve_next(&self.client.base, &link.uri).map_err(|e| self.error(e))?;
                 self.next = Some((url, link.headers));
             }
-            None => {
-                if let Err(e) = counts_agree(&self.counts) {
-                    return Err(self.client.incomplete(&self.op, e));
-                }
-            }
+            None => disagreement = counts_agree(&self.counts).err(),
         }
-        Ok(Some(page.items))
+        Ok(Some((page.items, disagreement)))
+    }
+
+    /// The next page's items, `None` after the last page. The last page is handed out only
+    /// when the counts of all pages agree.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Box<RawValue>>>, ApiError> {
+        match self.fetch_next().await? {
+            None => Ok(None),
+            Some((_, Some(e))) => Err(self.client.incomplete(&self.op, e)),
+            Some((items, None)) => Ok(Some(items)),
+        }
     }
 
     /// Every item of every page, proven complete.
@@ -153,30 +213,82 @@ pub struct CustomerPager<'a> {
     pub(super) pager: Pager<'a>,
 }
 
+/// Something that keeps a customer-list answer from being complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListProblem {
+    /// The customer an unreadable item is about, when its id reads.
+    pub customer_id: Option<uuid::Uuid>,
+    pub message: String,
+}
+
+/// The customer list as Partner Center answered it: proven complete, or not. Only a complete
+/// list can say that a customer left; an incomplete one names the customers it does contain.
+#[derive(Debug, Clone)]
+pub enum CustomerAnswer {
+    Complete(Complete<models::Customer>),
+    Incomplete {
+        customers: Vec<models::Customer>,
+        problems: Vec<ListProblem>,
+    },
+}
+
 impl CustomerPager<'_> {
-    /// The next page's customers, `None` after the last page. Items that are not customers
-    /// (no GUID id) are logged and left out.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<models::Customer>>, ApiError> {
-        let Some(items) = self.pager.next_page().await? else {
-            return Ok(None);
-        };
-        let mut customers = Vec::with_capacity(items.len());
-        for item in &items {
-            match models::object_of(item).and_then(|m| models::Customer::from_json(&m)) {
-                Ok(c) => customers.push(c),
-                Err(e) => tracing::warn!(error = %e, "customer list: an item was left out"),
+    /// Every customer of every page. The first page failing is an error (nothing is known);
+    /// after it, counts that disagree, a page that still fails after retries and an item that
+    /// cannot be read make the answer [`CustomerAnswer::Incomplete`], with what did arrive.
+    pub async fn collect_all(mut self) -> Result<CustomerAnswer, ApiError> {
+        let mut customers = Vec::new();
+        let mut problems = Vec::new();
+        let mut pages = 0u32;
+        loop {
+            let fetched = match self.pager.fetch_next().await {
+                Ok(f) => f,
+                Err(ApiError::Cancelled) => return Err(ApiError::Cancelled),
+                Err(e) if pages == 0 => return Err(e),
+                Err(e) => {
+                    problems.push(ListProblem {
+                        customer_id: None,
+                        message: format!(
+                            "page {} of the customer list could not be read, so the list stops after {} customers: {e}",
+                            pages + 1,
+                            customers.len()
+                        ),
+                    });
+                    break;
+                }
+            };
+            let Some((items, disagreement)) = fetched else {
+                break;
+            };
+            pages += 1;
+            for item in &items {
+                let unreadable = |customer_id, e: &dyn std::fmt::Display| ListProblem {
+                    customer_id,
+                    message: format!("a customer-list item could not be read: {e}"),
+                };
+                match models::object_of(item) {
+                    Err(e) => problems.push(unreadable(None, &e)),
+                    Ok(m) => match models::Customer::from_json(&m) {
+                        Ok(c) => customers.push(c),
+                        Err(e) => problems.push(unreadable(models::Customer::id_of(&m), &e)),
+                    },
+                }
+            }
+            if let Some(e) = disagreement {
+                problems.push(ListProblem {
+                    customer_id: None,
+                    message: format!("the customer list cannot be proven complete: {e}"),
+                });
             }
         }
-        Ok(Some(customers))
-    }
-
-    /// Every customer of every page.
-    pub async fn collect_all(mut self) -> Result<Vec<models::Customer>, ApiError> {
-        let mut all = Vec::new();
-        while let Some(page) = self.next_page().await? {
-            all.extend(page);
+        if problems.is_empty() {
+            Ok(CustomerAnswer::Complete(Complete { items: customers }))
+        } else {
+            Ok(CustomerAnswer::Incomplete {
+                customers,
+                problems,
+            })
         }
-        Ok(all)
     }
 }
 

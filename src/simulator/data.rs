@@ -2,6 +2,7 @@
 //! 100,000 customers cost a map of ids, not a gigabyte), with the seed pages' exact objects for
 //! one customer. Objects are JSON maps in the wire format, so that a mutation can set any field.
 
+use chrono::NaiveDate;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -253,17 +254,46 @@ fn pick_status(rng: &mut Rng) -> &'static str {
     "active"
 }
 
-/// A timestamp in Partner Center's style: up to 7 fractional digits, sometimes fewer.
-fn timestamp(rng: &mut Rng, base_days: i64, spread_days: u64) -> String {
-    let base = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-    let t = base
-        + chrono::Duration::days(base_days + rng.below(spread_days.max(1)) as i64)
-        + chrono::Duration::seconds(rng.below(86_400) as i64);
-    let frac = rng.below(10_000_000);
-    match rng.below(3) {
-        0 => format!("{}.{frac:07}Z", t.format("%Y-%m-%dT%H:%M:%S")),
-        1 => format!("{}.{:02}Z", t.format("%Y-%m-%dT%H:%M:%S"), frac % 100),
-        _ => format!("{}Z", t.format("%Y-%m-%dT00:00:00")),
+/// A timestamp in Partner Center's style, `base_days` plus up to `spread_days` days from the
+/// simulator's first day: up to 7 fractional digits, sometimes fewer.
+fn timestamp(rng: &mut Rng, base: NaiveDate, base_days: i64, spread_days: u64) -> String {
+    let days = base_days + rng.below(spread_days.max(1)) as i64;
+    timestamp_on(rng, base, days)
+}
+
+/// A timestamp on the day `days` after `base`, at a random time of day.
+fn timestamp_on(rng: &mut Rng, base: NaiveDate, days: i64) -> String {
+    let style = TimeStyle::draw(rng);
+    style.on(base + chrono::Duration::days(days))
+}
+
+/// A time of day and a way of writing it, drawn once, for a date decided later.
+#[derive(Debug, Clone, Copy)]
+struct TimeStyle {
+    seconds: i64,
+    frac: u64,
+    form: u64,
+}
+
+impl TimeStyle {
+    fn draw(rng: &mut Rng) -> TimeStyle {
+        let seconds = rng.below(86_400) as i64;
+        let frac = rng.below(10_000_000);
+        TimeStyle {
+            seconds,
+            frac,
+            form: rng.below(3),
+        }
+    }
+
+    fn on(self, day: NaiveDate) -> String {
+        let t = day.and_time(chrono::NaiveTime::MIN).and_utc()
+            + chrono::Duration::seconds(self.seconds);
+        match self.form {
+            0 => format!("{}.{:07}Z", t.format("%Y-%m-%dT%H:%M:%S"), self.frac),
+            1 => format!("{}.{:02}Z", t.format("%Y-%m-%dT%H:%M:%S"), self.frac % 100),
+            _ => format!("{}Z", t.format("%Y-%m-%dT00:00:00")),
+        }
     }
 }
 
@@ -274,7 +304,50 @@ fn hex_id(rng: &mut Rng, len: usize) -> String {
 }
 
 /// One generated subscription for a customer, in the legacy or the new-commerce shape.
-pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
+/// Partner Center's way of writing a day: midnight UTC.
+pub fn day_text(day: NaiveDate) -> String {
+    format!("{}T00:00:00Z", day.format("%Y-%m-%d"))
+}
+
+/// The length of a term (`P1M`, `P1Y`, `P3Y`; a year when unknown).
+pub fn term_months(term: &str) -> u32 {
+    match term {
+        "P1M" => 1,
+        "P3Y" => 36,
+        "P2Y" => 24,
+        _ => 12,
+    }
+}
+
+/// How far a billing cycle reaches (`None`: to the term's end).
+pub fn cycle_months(cycle: &str) -> Option<u32> {
+    match cycle {
+        "monthly" => Some(1),
+        "annual" => Some(12),
+        _ => None,
+    }
+}
+
+/// The first end of a billing cycle on or after `from`: a whole number of cycles before the
+/// term's `end`, on the same day of the month.
+pub fn billing_cycle_end(end: NaiveDate, cycle: &str, from: NaiveDate) -> NaiveDate {
+    let Some(months) = cycle_months(cycle) else {
+        return end;
+    };
+    let mut b = end;
+    while let Some(prev) = b.checked_sub_months(chrono::Months::new(months)) {
+        if prev < from {
+            break;
+        }
+        b = prev;
+    }
+    b
+}
+
+/// One generated subscription for a customer, in the legacy or the new-commerce shape, with
+/// its dates counted from `base` (the simulator's first day): terms end within their length
+/// (a monthly term within a month), billing cycles end on the term's day of the month.
+pub fn subscription(rng: &mut Rng, customer: Uuid, base: NaiveDate) -> Map<String, Value> {
     let offer = rng.pick(OFFERS);
     let id = rng.uuid().to_string();
     let status = pick_status(rng);
@@ -284,9 +357,12 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
     } else {
         rng.pick(&OTHER_MPN_IDS)
     };
-    let created = timestamp(rng, -400, 400);
-    let start = timestamp(rng, -200, 200);
-    let end = timestamp(rng, 0, 700);
+    let created = timestamp(rng, base, -400, 400);
+    let start = timestamp(rng, base, -200, 200);
+    // The term's end: within a year for legacy offers, within the term for new commerce.
+    let end_days = rng.below(1095) as i64;
+    let end_style = TimeStyle::draw(rng);
+    let mut end_day = base + chrono::Duration::days(end_days % 365);
     let order_id = if rng.chance(0.3) {
         hex_id(rng, 12)
     } else {
@@ -306,7 +382,6 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
     s.insert("unitType".into(), json!(offer.unit_type));
     s.insert("creationDate".into(), json!(created));
     s.insert("effectiveStartDate".into(), json!(start));
-    s.insert("commitmentEndDate".into(), json!(end));
     s.insert("status".into(), json!(status));
     s.insert("autoRenewEnabled".into(), json!(rng.chance(0.8)));
     s.insert("isTrial".into(), json!(is_trial));
@@ -318,7 +393,8 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
             "license"
         }),
     );
-    s.insert("billingCycle".into(), json!(rng.pick(CYCLES)));
+    let cycle = *rng.pick(CYCLES);
+    s.insert("billingCycle".into(), json!(cycle));
     s.insert("partnerId".into(), json!(partner_id));
     s.insert("contractType".into(), json!("subscription"));
     s.insert("orderId".into(), json!(order_id));
@@ -326,6 +402,8 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
     if offer.nce {
         let product = offer.id.split(':').next().unwrap_or(offer.id);
         let term = *rng.pick(TERMS);
+        let within = i64::from(term_months(term)) * 365 / 12;
+        end_day = base + chrono::Duration::days(end_days % within.max(1));
         let renewal = match rng.below(3) {
             0 => String::new(),
             1 => term.to_string(),
@@ -340,7 +418,7 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
         s.insert("renewalTermDuration".into(), json!(renewal));
         s.insert(
             "cancellationAllowedUntilDate".into(),
-            json!(timestamp(rng, -30, 60)),
+            json!(timestamp(rng, base, -30, 60)),
         );
         s.insert("isMicrosoftProduct".into(), json!(true));
         s.insert("attentionNeeded".into(), json!(false));
@@ -348,14 +426,21 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
         s.insert("publisherName".into(), json!("Microsoft Corporation"));
         // The term's end as an instant (7 fractional digits at times), the billing period's
         // end, refundable licenses and, for some, what they renew into.
-        let end_instant = format!("{}T23:59:59.{:07}Z", &end[..10], rng.below(10_000_000));
+        let end_instant = format!(
+            "{}T23:59:59.{:07}Z",
+            end_day.format("%Y-%m-%d"),
+            rng.below(10_000_000)
+        );
         s.insert("commitmentEndDateTime".into(), json!(end_instant));
-        s.insert("billingCycleEndDate".into(), json!(timestamp(rng, 0, 30)));
+        s.insert(
+            "billingCycleEndDate".into(),
+            json!(day_text(billing_cycle_end(end_day, cycle, base))),
+        );
         let refundable = rng.below(3);
         s.insert(
             "refundableQuantity".into(),
             json!({"totalQuantity": refundable, "details": if refundable > 0 {
-                json!([{"quantity": refundable, "allowedUntilDateTime": timestamp(rng, 0, 7)}])
+                json!([{"quantity": refundable, "allowedUntilDateTime": timestamp(rng, base, 0, 7)}])
             } else {
                 json!([])
             }}),
@@ -397,6 +482,7 @@ pub fn subscription(rng: &mut Rng, customer: Uuid) -> Map<String, Value> {
             json!({"etag": hex_id(rng, 40), "objectType": "Subscription"}),
         );
     }
+    s.insert("commitmentEndDate".into(), json!(end_style.on(end_day)));
     s
 }
 
@@ -444,6 +530,8 @@ pub fn new_managed_service(data: &CustomerData) -> Option<Map<String, Value>> {
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     pub seed: u64,
+    /// The simulator's first day: generated dates count from it.
+    pub base_day: NaiveDate,
     pub subscriptions_per_customer: u32,
     pub managed_services_per_customer: u32,
 }
@@ -529,7 +617,9 @@ pub fn generate_customer_parts(shape: &Shape, index: u32, parts: Parts) -> Custo
         } else {
             avg / 2 + rng.below(avg + 1)
         };
-        subscriptions = (0..n_subs).map(|_| subscription(&mut rng, id)).collect();
+        subscriptions = (0..n_subs)
+            .map(|_| subscription(&mut rng, id, shape.base_day))
+            .collect();
     }
     let mut managed_services = Vec::new();
     if parts.managed_services {
@@ -565,7 +655,9 @@ pub fn generate_added_customer(shape: &Shape, k: u32) -> CustomerData {
     let id = added_customer_id(shape, k);
     let mut rng = Rng::derive(shape.seed, PURPOSE_ADDED, u64::from(k) + (1 << 40));
     let domain = format!("newcustomer{k}.onmicrosoft.com");
-    let subscriptions = (0..3).map(|_| subscription(&mut rng, id)).collect();
+    let subscriptions = (0..3)
+        .map(|_| subscription(&mut rng, id, shape.base_day))
+        .collect();
     let ctid = id.to_string();
     let managed_services = SERVICES[..2]
         .iter()
@@ -618,6 +710,7 @@ mod tests {
     fn shape() -> Shape {
         Shape {
             seed: 42,
+            base_day: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default(),
             subscriptions_per_customer: 10,
             managed_services_per_customer: 5,
         }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod data;
+pub mod dates;
 mod server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -49,6 +50,10 @@ pub struct SimConfig {
     /// `links.next.uri` of the customer list as `/v1/customers?...` (true) or `/customers?...`.
     pub next_link_with_v1: bool,
     pub knobs: Knobs,
+    /// The simulator's clock: generated dates count from the day it starts, activity records
+    /// carry its time, and Microsoft's date-driven changes (roll-overs, expiries, new billing
+    /// cycles) happen as it moves. Share it with the pass (`Settings::clock`) to move both.
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for SimConfig {
@@ -63,6 +68,7 @@ impl Default for SimConfig {
             keep_rotated_refresh_tokens: true,
             next_link_with_v1: false,
             knobs: Knobs::default(),
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -82,6 +88,9 @@ pub struct Knobs {
     pub faults: Vec<FaultRule>,
     /// How long a `hang` fault holds the response; default 300 s.
     pub hang_secs: Option<u64>,
+    /// Answer every page of the customer list with this body, byte for byte (for instance a
+    /// body Microsoft published, from `shared/pc-real/`); `None`: the simulated list.
+    pub customer_list_body: Option<String>,
 }
 
 /// A fault injected into matching requests.
@@ -369,9 +378,14 @@ impl State {
         for m in done {
             let number = audit.len() as u64 + 1;
             let name = names.get(&m.customer_id).map(String::as_str).unwrap_or("");
-            if let Some(r) =
-                audit::record(m, actor, number, chrono::Utc::now(), name, SIM_TENANT_ID)
-            {
+            if let Some(r) = audit::record(
+                m,
+                actor,
+                number,
+                self.config.clock.now(),
+                name,
+                SIM_TENANT_ID,
+            ) {
                 audit.push(r);
             }
         }
@@ -407,12 +421,14 @@ struct World {
     added_customers: u32,
     /// Feeds new subscriptions' generator, so each added one differs.
     additions: u64,
+    clock: crate::clock::Clock,
 }
 
 impl World {
     fn new(config: &SimConfig) -> World {
         let shape = Shape {
             seed: config.seed,
+            base_day: config.clock.now().date_naive(),
             subscriptions_per_customer: config.subscriptions_per_customer,
             managed_services_per_customer: config.managed_services_per_customer,
         };
@@ -432,6 +448,19 @@ impl World {
             relationship_removed: HashSet::new(),
             added_customers: 0,
             additions: 0,
+            clock: config.clock.clone(),
+        }
+    }
+
+    /// Microsoft's date-driven changes up to now (not for the seed customer, whose objects
+    /// are the seed pages' examples, verbatim).
+    fn on_dates(&self, c: &mut CustomerData) {
+        if c.id == data::seed_customer().id {
+            return;
+        }
+        let now = self.clock.now();
+        for sub in &mut c.subscriptions {
+            dates::apply(sub, now);
         }
     }
 
@@ -441,13 +470,15 @@ impl World {
 
     /// The customer with only the asked-for parts filled in (changed customers come whole).
     fn get_parts(&self, id: &Uuid, parts: Parts) -> Option<CustomerData> {
-        if let Some(c) = self.overrides.get(id) {
-            return Some(c.clone());
-        }
-        match self.slots.get(id)? {
-            Slot::Generated(i) => Some(data::generate_customer_parts(&self.shape, *i, parts)),
-            Slot::Added(k) => Some(data::generate_added_customer(&self.shape, *k)),
-        }
+        let mut c = match self.overrides.get(id) {
+            Some(c) => c.clone(),
+            None => match self.slots.get(id)? {
+                Slot::Generated(i) => data::generate_customer_parts(&self.shape, *i, parts),
+                Slot::Added(k) => data::generate_added_customer(&self.shape, *k),
+            },
+        };
+        self.on_dates(&mut c);
+        Some(c)
     }
 
     fn get_mut(&mut self, id: &Uuid) -> Result<&mut CustomerData, SimError> {
@@ -455,9 +486,19 @@ impl World {
             let c = self.get(id).ok_or(SimError::UnknownCustomer(*id))?;
             self.overrides.insert(*id, c);
         }
-        self.overrides
+        let now = self.clock.now();
+        let seed = data::seed_customer().id;
+        let c = self
+            .overrides
             .get_mut(id)
-            .ok_or(SimError::UnknownCustomer(*id))
+            .ok_or(SimError::UnknownCustomer(*id))?;
+        // What Microsoft did by now is part of the state a change starts from.
+        if c.id != seed {
+            for sub in &mut c.subscriptions {
+                dates::apply(sub, now);
+            }
+        }
+        Ok(c)
     }
 
     fn apply(&mut self, change: Change) -> Result<Vec<Mutation>, SimError> {
@@ -523,8 +564,10 @@ impl World {
             } => {
                 self.additions += 1;
                 let mut rng = Rng::derive(self.shape.seed, 0xADD, self.additions);
+                let base = self.shape.base_day;
                 let c = self.get_mut(&customer_id)?;
-                let sub = subscription.unwrap_or_else(|| data::subscription(&mut rng, customer_id));
+                let sub =
+                    subscription.unwrap_or_else(|| data::subscription(&mut rng, customer_id, base));
                 let id = sub
                     .get("id")
                     .and_then(Value::as_str)
@@ -822,6 +865,11 @@ impl Simulator {
                 SIM_REFRESH_TOKEN.into(),
             ),
         ]
+    }
+
+    /// The simulator's clock (see [`SimConfig::clock`]).
+    pub fn clock(&self) -> crate::clock::Clock {
+        self.state.config.clock.clone()
     }
 
     pub fn config(&self) -> &SimConfig {

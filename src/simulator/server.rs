@@ -353,6 +353,8 @@ impl Drop for InFlight<'_> {
 /// What the route itself answers, before faults and framing.
 enum Answer {
     Ok(Value),
+    /// A 200 with this body, byte for byte (a published Partner Center body).
+    Verbatim(Vec<u8>),
     Error(StatusCode, u32, String),
 }
 
@@ -497,6 +499,7 @@ async fn respond(
 
     match produce(&caller) {
         Answer::Error(status, code, description) => pc_error(status, code, &description),
+        Answer::Verbatim(bytes) => raw_response(StatusCode::OK, bytes),
         Answer::Ok(mut body) => {
             if let Some(kind) = body_fault {
                 reshape_collection(kind, &mut body);
@@ -686,7 +689,11 @@ async fn customers(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let st = state.clone();
+    let verbatim = lock(&state.knobs).customer_list_body.clone();
     api(&state, &headers, Endpoint::Customers, None, move |_| {
+        if let Some(body) = verbatim {
+            return Answer::Verbatim(body.into_bytes());
+        }
         let seed = st.config.seed;
         let (size, offset) = match seek_window(size.as_deref(), token.as_deref(), seed) {
             Ok(w) => w,
@@ -756,7 +763,7 @@ async fn audit_records(
         .map(str::to_string);
     let st = state.clone();
     api(&state, &headers, Endpoint::AuditRecords, None, move |_| {
-        let today = chrono::Utc::now().date_naive();
+        let today = st.config.clock.now().date_naive();
         let day = |text: Option<&String>, default: chrono::NaiveDate| match text {
             None => Ok(default),
             Some(t) => t

@@ -252,11 +252,34 @@ pub fn decide(
     )
 }
 
-/// Keeps the records (a record read twice is kept once).
+/// The ids among `records` that an earlier good pass (succeeded or partial) already read: it
+/// fetched their customers after reading them, so they are old news.
+pub async fn acted_on(
+    conn: &mut PgConnection,
+    records: &[ActivityRecord],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if records.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<&str> = records.iter().map(|r| r.record_id.as_str()).collect();
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT a.record_id FROM pcsync.activity_log a
+         JOIN pcsync.sync_runs r ON r.run_id = a.run_id
+         WHERE a.record_id = ANY ($1) AND r.status IN ('succeeded', 'partial')",
+    )
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(old.into_iter().collect())
+}
+
+/// Keeps the records (a record read twice is kept once, under the first good pass that read
+/// it: a record read by a pass that then failed is taken over by the next one).
 pub async fn store(
     conn: &mut PgConnection,
     run_id: Uuid,
     records: &[ActivityRecord],
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     if records.is_empty() {
         return Ok(());
@@ -265,16 +288,19 @@ pub async fn store(
         "INSERT INTO pcsync.activity_log (record_id, customer_id, customer_name, partner_id,
             user_principal_name, application_id, resource_type, operation_type, operation_status,
             operation_at, subscription_ids, resource_old_value, resource_new_value, customized_data,
-            original_correlation_id, raw, run_id)
-         SELECT r.*, $2 FROM jsonb_to_recordset($1::jsonb) AS r(record_id text, customer_id uuid,
+            original_correlation_id, raw, run_id, read_at)
+         SELECT r.*, $2, $3 FROM jsonb_to_recordset($1::jsonb) AS r(record_id text, customer_id uuid,
             customer_name text, partner_id text, user_principal_name text, application_id text,
             resource_type text, operation_type text, operation_status text, operation_at timestamptz,
             subscription_ids text[], resource_old_value jsonb, resource_new_value jsonb,
             customized_data jsonb, original_correlation_id text, raw jsonb)
-         ON CONFLICT (record_id) DO NOTHING",
+         ON CONFLICT (record_id) DO UPDATE SET run_id = EXCLUDED.run_id, read_at = EXCLUDED.read_at
+         WHERE NOT EXISTS (SELECT 1 FROM pcsync.sync_runs g
+                           WHERE g.run_id = activity_log.run_id AND g.status IN ('succeeded', 'partial'))",
     )
     .bind(sqlx::types::Json(records))
     .bind(run_id)
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())

@@ -30,6 +30,9 @@ pub struct LineProblem {
 pub struct CustomerList {
     pub customers: Vec<ListedCustomer>,
     pub problems: Vec<LineProblem>,
+    /// Customers named on lines that were skipped for another reason than their id (an
+    /// unreadable `mpn_id`): not synced this pass, and not marked as having left the list.
+    pub skipped_ids: Vec<Uuid>,
 }
 
 /// The file as a whole cannot be used.
@@ -155,6 +158,7 @@ pub fn parse_customer_csv(
                         "mpn_id {m:?} is not a Partner ID (digits only, e.g. 4847383); row skipped"
                     ),
                 });
+                list.skipped_ids.push(id);
                 continue;
             }
         }
@@ -203,26 +207,15 @@ pub fn parse_customer_csv(
 /// across pages): the first listing is kept, gaps in it filled from the later ones. Returns the
 /// list and how many listings were merged away.
 pub fn merge_duplicates(listed: Vec<ListedCustomer>) -> (Vec<ListedCustomer>, usize) {
-    let mut index_of: HashMap<Uuid, usize> = HashMap::with_capacity(listed.len());
-    let mut merged: Vec<ListedCustomer> = Vec::with_capacity(listed.len());
-    let mut repeats = 0;
-    for c in listed {
-        match index_of.get(&c.id) {
-            Some(&at) => {
-                repeats += 1;
-                let first = &mut merged[at];
-                first.mpn_id = first.mpn_id.take().or(c.mpn_id);
-                first.name = first.name.take().or(c.name);
-                first.domain = first.domain.take().or(c.domain);
-                first.relationship = first.relationship.take().or(c.relationship);
-            }
-            None => {
-                index_of.insert(c.id, merged.len());
-                merged.push(c);
-            }
-        }
-    }
-    (merged, repeats)
+    crate::partner_center::paging::merge_repeats(listed, |c| c.id, merge_into)
+}
+
+/// Fills the gaps of the first listing of a customer from a later one.
+pub fn merge_into(first: &mut ListedCustomer, later: ListedCustomer) {
+    first.mpn_id = first.mpn_id.take().or(later.mpn_id);
+    first.name = first.name.take().or(later.name);
+    first.domain = first.domain.take().or(later.domain);
+    first.relationship = first.relationship.take().or(later.relationship);
 }
 
 /// Reads and parses the file at `path`.

@@ -6,13 +6,16 @@
 //!
 //! - [`customers`]: the customer list (CSV file, or merged from Partner Center's list).
 //! - [`diff`]: change detection (pure), within the scope the fetch asked for.
+//! - [`activity`]: the activity log: which customers a partner user or app changed, and who.
 //! - [`lock`]: the advisory lock, held by the connection every write goes through.
+//! - [`plan`]: which customers a pass fetches, and why (named, due, new, retried).
 //! - [`store`]: the per-customer write and the run's bookkeeping rows.
 
 pub mod activity;
 pub mod customers;
 pub mod diff;
 pub mod lock;
+pub mod plan;
 pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
@@ -29,7 +32,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{AuthMode, CustomerSource, Settings};
-use crate::partner_center::{ApiError, PartnerCenterClient, RefreshTokenStore};
+use crate::partner_center::models::Customer;
+use crate::partner_center::{
+    ApiError, Complete, CustomerAnswer, PartnerCenterClient, RefreshTokenStore,
+};
 pub use activity::{PassChoice, PassKind};
 use customers::ListedCustomer;
 use diff::Scope;
@@ -116,6 +122,12 @@ pub struct PassReport {
     pub activity_read_through: Option<DateTime<Utc>>,
     /// Change events the activity log explained (`changed_by` filled).
     pub attributed: u64,
+    /// Why customers were fetched (incremental passes; full passes only for customers an
+    /// incomplete list left out).
+    pub fetched: plan::FetchCounts,
+    /// Whether the customer list from Partner Center was read whole (`None`: from a file, or
+    /// not read).
+    pub customer_list_complete: Option<bool>,
     pub error: Option<String>,
     pub elapsed: Duration,
 }
@@ -144,15 +156,17 @@ pub async fn run_pass(
         return Err(SyncError::AlreadyRunning);
     };
     let started = Instant::now();
-    let started_at = Utc::now();
+    let clock = settings.clock.clone();
+    let started_at = clock.now();
     let run_id = Uuid::new_v4();
     // Under the lock no other pass runs: a row still `running` belongs to a pass that died.
     let abandoned = sqlx::query(
-        "UPDATE pcsync.sync_runs SET status = 'abandoned', finished_at = greatest(now(), started_at),
+        "UPDATE pcsync.sync_runs SET status = 'abandoned', finished_at = greatest($2, started_at),
             error = $1
          WHERE status = 'running'",
     )
     .bind(ABANDONED)
+    .bind(started_at)
     .execute(lock.conn())
     .await?
     .rows_affected();
@@ -162,9 +176,10 @@ pub async fn run_pass(
             "closed runs left 'running' by a pass that ended without closing them, as 'abandoned'"
         );
     }
-    sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger, started_at) VALUES ($1, $2, $3)")
         .bind(run_id)
         .bind(trigger.as_str())
+        .bind(started_at)
         .execute(lock.conn())
         .await?;
     let span = tracing::info_span!("sync", %run_id);
@@ -184,12 +199,14 @@ pub async fn run_pass(
         activity_records: 0,
         activity_read_through: None,
         attributed: 0,
+        fetched: plan::FetchCounts::default(),
+        customer_list_complete: None,
         error: None,
         elapsed: Duration::ZERO,
     };
     let plan = Plan { choice, started_at };
     let shutting_down = cancel.clone();
-    let (outcome, lock) = pass(settings, pool, lock, run_id, plan, cancel, &mut report)
+    let (outcome, lock, confirmed) = pass(settings, pool, lock, run_id, plan, cancel, &mut report)
         .instrument(span.clone())
         .await;
     if let Err(e) = &outcome {
@@ -200,15 +217,25 @@ pub async fn run_pass(
     // The run's own row is closed through the pool: it must be closed even when the lock's
     // session was lost, and it is this pass's row alone.
     let mut tx = pool.begin().await?;
+    let finished_at = clock.now();
     if let Some(e) = &report.error.as_ref().filter(|_| outcome.is_err()) {
-        store::record_error(&mut tx, run_id, None, "run", None, None, None, e).await?;
+        store::record_error(
+            &mut tx,
+            store::ErrorRow::plain(run_id, None, "run", e, finished_at),
+        )
+        .await?;
     }
     sqlx::query(
-        "UPDATE pcsync.sync_runs SET finished_at = now(), status = $2, customers_total = $3,
+        "UPDATE pcsync.sync_runs SET finished_at = greatest($15, started_at), status = $2,
+            customers_total = $3,
             customers_succeeded = $4, customers_failed = $5, api_requests = $6,
             throttled_responses = $7, retries = $8, changes_detected = $9, error = $10,
             second_looks = $11, kind = $12, activity_records = $13,
-            activity_read_through = CASE WHEN $2 IN ('succeeded', 'partial') THEN $14 END
+            activity_read_through = CASE WHEN $2 IN ('succeeded', 'partial') THEN $14 END,
+            customers_named = $16, customers_due = $17, customers_new = $18,
+            customers_retried = $19,
+            confirmed_customers = CASE WHEN $12 = 'incremental' THEN $20 END,
+            customer_list_complete = $21
          WHERE run_id = $1",
     )
     .bind(run_id)
@@ -225,6 +252,13 @@ pub async fn run_pass(
     .bind(report.kind.as_str())
     .bind(clamp(report.activity_records))
     .bind(report.activity_read_through)
+    .bind(finished_at)
+    .bind(clamp(report.fetched.named))
+    .bind(clamp(report.fetched.due))
+    .bind(clamp(report.fetched.new))
+    .bind(clamp(report.fetched.retried))
+    .bind(&confirmed)
+    .bind(report.customer_list_complete)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -232,8 +266,25 @@ pub async fn run_pass(
         lock.release().await;
     }
     let _enter = span.enter();
+    let f = report.fetched;
+    let why = match report.kind {
+        PassKind::Incremental => format!(
+            " ({} named by the activity log, {} due on a date, {} new, {} retried)",
+            f.named, f.due, f.new, f.retried
+        ),
+        PassKind::Full if f != plan::FetchCounts::default() => format!(
+            " (every listed customer, and from the stored list {} named, {} due, {} new, {} retried)",
+            f.named, f.due, f.new, f.retried
+        ),
+        PassKind::Full => String::new(),
+    };
+    let incomplete = if report.customer_list_complete == Some(false) {
+        ", customer list incomplete (nobody marked as having left)"
+    } else {
+        ""
+    };
     let summary = format!(
-        "{} sync pass {}: {} of {} customers synced, {} failed, {} changes, {} second looks, {} activity records, {} requests, {} throttled, {} retries, {:.1} s",
+        "{} sync pass {}: {} of {} customers synced{why}, {} failed{incomplete}, {} changes, {} second looks, {} activity records, {} requests, {} throttled, {} retries, {:.1} s",
         report.kind.as_str(),
         report.status.as_str(),
         report.customers_succeeded,
@@ -265,6 +316,7 @@ pub async fn run_pass(
         crate::notify::after_pass(
             pool,
             &settings.notify,
+            &clock,
             settings.partner_center.request_timeout,
             crate::partner_center::retry::Backoff::default(),
             &report,
@@ -310,6 +362,7 @@ struct TaskContext {
     fetch_managed_services: bool,
     cancel: CancellationToken,
     second_looks: AtomicU64,
+    clock: crate::clock::Clock,
 }
 
 /// A customer that could not be synced, as recorded in `customers` and `sync_errors`.
@@ -352,7 +405,7 @@ struct Plan {
 /// What [`prepare`] hands the fetching: the customers, the client, and since when activity
 /// records may explain this pass's changes (when the log was read).
 struct Prepared {
-    customers: Vec<ListedCustomer>,
+    customers: Vec<plan::Planned>,
     client: PartnerCenterClient,
     attribute_since: Option<DateTime<Utc>>,
 }
@@ -365,15 +418,15 @@ async fn pass(
     plan: Plan,
     cancel: CancellationToken,
     report: &mut PassReport,
-) -> (Result<(), PassError>, Option<PassLock>) {
+) -> (Result<(), PassError>, Option<PassLock>, Vec<Uuid>) {
     let prepared = match prepare(settings, pool, &mut lock, run_id, plan, &cancel, report).await {
         Ok(Some(ready)) => ready,
         Ok(None) => {
             report.status = RunStatus::Interrupted;
             report.error = Some("stopped by a signal before any customer was synced".into());
-            return (Ok(()), Some(lock));
+            return (Ok(()), Some(lock), Vec::new());
         }
-        Err(e) => return (Err(e), Some(lock)),
+        Err(e) => return (Err(e), Some(lock), Vec::new()),
     };
     let Prepared {
         customers,
@@ -388,6 +441,7 @@ async fn pass(
         fetch_managed_services,
         cancel: cancel.clone(),
         second_looks: AtomicU64::new(0),
+        clock: settings.clock.clone(),
     });
     // Fetched customers go to one writer, which stores them in batches; the bounded channel
     // holds fetching back when the database is the slower side, so memory stays bounded by
@@ -420,7 +474,7 @@ async fn pass(
         while tasks.len() < width && fatal.is_none() && !writer_gone && !cancel.is_cancelled() {
             let Some(customer) = queue.next() else { break };
             let ctx = ctx.clone();
-            let span = tracing::info_span!("customer", customer_id = %customer.id);
+            let span = tracing::info_span!("customer", customer_id = %customer.customer.id);
             tasks.spawn(sync_customer(ctx, customer).instrument(span));
         }
         let Some(joined) = tasks.join_next().await else {
@@ -490,8 +544,9 @@ async fn pass(
     report.api_requests = counters.requests;
     report.throttled = counters.throttled;
     report.retries = counters.retries;
+    let confirmed = written.confirmed;
     if let Some(e) = writer_error {
-        return (Err(e), lock);
+        return (Err(e), lock, confirmed);
     }
     let mut lock = lock;
     if let (Some(since), Some(l)) = (attribute_since, lock.as_mut()) {
@@ -499,24 +554,28 @@ async fn pass(
             Ok(n) => report.attributed = n,
             Err(e) => {
                 if let Err(lost) = l.check().await {
-                    return (Err(lost.into()), None);
+                    return (Err(lost.into()), None, confirmed);
                 }
                 tracing::warn!(error = %e, "the pass's changes could not be matched to the activity log");
             }
         }
     }
     if let Some(message) = fatal {
-        return (Err(PassError::NoCustomerCanSucceed(message)), lock);
+        return (
+            Err(PassError::NoCustomerCanSucceed(message)),
+            lock,
+            confirmed,
+        );
     }
     report.status = if cancel.is_cancelled() {
         report.error = Some("stopped by a signal before every customer was synced".into());
         RunStatus::Interrupted
-    } else if report.customers_failed > 0 {
+    } else if report.customers_failed > 0 || report.customer_list_complete == Some(false) {
         RunStatus::Partial
     } else {
         RunStatus::Succeeded
     };
-    (Ok(()), lock)
+    (Ok(()), lock, confirmed)
 }
 
 /// For a person at a terminal: a live bar instead of progress lines (log lines still print
@@ -618,74 +677,110 @@ async fn prepare(
         Err(e) => return Err(PassError::NoCustomerCanSucceed(e.to_string())),
     }
 
-    let (customers, source) = match settings.customers.source {
-        CustomerSource::File => {
-            let list = customers::read_customer_file(
-                &settings.customers.file,
-                settings.customers.default_mpn_id.as_deref(),
-            )?;
-            for p in &list.problems {
-                let message = format!(
-                    "{} line {}: {}",
-                    settings.customers.file.display(),
-                    p.line,
-                    p.message
+    let now = plan.started_at;
+    // What the list names, what it left out (only an incomplete list leaves anyone out), and
+    // the proof that lets the departure sweep run.
+    let (listed, departures, source): (Vec<ListedCustomer>, Option<Complete<Uuid>>, &str) =
+        match settings.customers.source {
+            CustomerSource::File => {
+                let list = customers::read_customer_file(
+                    &settings.customers.file,
+                    settings.customers.default_mpn_id.as_deref(),
+                )?;
+                for p in &list.problems {
+                    let message = format!(
+                        "{} line {}: {}",
+                        settings.customers.file.display(),
+                        p.line,
+                        p.message
+                    );
+                    tracing::warn!(line = p.line, "customer file: {}", p.message);
+                    store::record_error(
+                        lock.conn(),
+                        store::ErrorRow::plain(run_id, None, "read_customer_file", &message, now),
+                    )
+                    .await?;
+                }
+                // The file is the list: whoever it names (on a skipped line too) is listed.
+                let still_listed = Complete::whole(
+                    list.customers
+                        .iter()
+                        .map(|c| c.id)
+                        .chain(list.skipped_ids.iter().copied())
+                        .collect(),
                 );
-                tracing::warn!(line = p.line, "customer file: {}", p.message);
-                store::record_error(
-                    lock.conn(),
-                    run_id,
-                    None,
-                    "read_customer_file",
-                    None,
-                    None,
-                    None,
-                    &message,
-                )
-                .await?;
+                (list.customers, Some(still_listed), "file")
             }
-            (list.customers, "file")
-        }
-        CustomerSource::Api => {
-            let listed = match client
-                .customers(settings.customers.page_size)
-                .collect_all()
-                .await
-            {
-                Ok(listed) => listed,
-                Err(ApiError::Cancelled) => return Ok(None),
-                Err(e) => return Err(PassError::CustomerList(e)),
-            };
-            let default_mpn = settings.customers.default_mpn_id.clone();
-            let (list, repeats) = customers::merge_duplicates(
-                listed
-                    .into_iter()
-                    .map(|c| ListedCustomer {
-                        id: c.id,
-                        mpn_id: default_mpn.clone(),
-                        name: c.company_name,
-                        domain: c.domain,
-                        relationship: c.relationship,
-                    })
-                    .collect(),
-            );
-            if repeats > 0 {
-                tracing::warn!(
-                    repeats,
-                    "the Partner Center customer list named some customers more than once; each is synced once"
+            CustomerSource::Api => {
+                let answer = match client
+                    .customers(settings.customers.page_size)
+                    .collect_all()
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(ApiError::Cancelled) => return Ok(None),
+                    Err(e) => return Err(PassError::CustomerList(e)),
+                };
+                let default_mpn = settings.customers.default_mpn_id.clone();
+                let listed = |c: Customer| ListedCustomer {
+                    id: c.id,
+                    mpn_id: default_mpn.clone(),
+                    name: c.company_name,
+                    domain: c.domain,
+                    relationship: c.relationship,
+                };
+                let (list, still_listed, repeats) = match answer {
+                    CustomerAnswer::Complete(all) => {
+                        let (all, repeats) = all
+                            .map(listed)
+                            .merge_repeats(|c| c.id, customers::merge_into);
+                        report.customer_list_complete = Some(true);
+                        let ids = all.clone().map(|c| c.id);
+                        (all.into_items(), Some(ids), repeats)
+                    }
+                    CustomerAnswer::Incomplete {
+                        customers: some,
+                        problems,
+                    } => {
+                        report.customer_list_complete = Some(false);
+                        record_list_problems(lock.conn(), run_id, &problems, now).await?;
+                        let (some, repeats) =
+                            customers::merge_duplicates(some.into_iter().map(listed).collect());
+                        (some, None, repeats)
+                    }
+                };
+                if repeats > 0 {
+                    tracing::warn!(
+                        repeats,
+                        "the Partner Center customer list named some customers more than once; each is synced once"
+                    );
+                }
+                (list, still_listed, "api")
+            }
+        };
+    store::upsert_customers(lock.conn(), source, &listed, now).await?;
+    let left_out = match &departures {
+        Some(still_listed) => {
+            let left = store::mark_departures(lock.conn(), still_listed, now).await?;
+            if left > 0 {
+                tracing::info!(
+                    customers = left,
+                    "customers no longer in the customer list are marked as having left (their data is kept)"
                 );
             }
-            (list, "api")
+            Vec::new()
         }
+        None => plan::stored_left_out(lock.conn(), &listed).await?,
     };
-    store::upsert_customers(lock.conn(), source, &customers).await?;
-    let Some((customers, attribute_since)) =
-        choose_customers(settings, &client, lock, run_id, plan, customers, report).await?
+    let Some((planned, attribute_since)) = choose_customers(
+        settings, &client, lock, run_id, plan, listed, left_out, report,
+    )
+    .await?
     else {
         return Ok(None);
     };
-    report.customers_total = customers.len() as u64;
-    if customers.is_empty() {
+    report.customers_total = planned.len() as u64;
+    if planned.is_empty() && report.kind == PassKind::Full {
         tracing::warn!("the customer list is empty: nothing to sync");
     }
     if client.tokens().mode() == AuthMode::AppOnly {
@@ -694,25 +789,49 @@ async fn prepare(
         );
     }
     Ok(Some(Prepared {
-        customers,
+        customers: planned,
         client,
         attribute_since,
     }))
 }
 
+/// Records why the customer list is incomplete: one `sync_errors` row per problem, with the
+/// customer where an unreadable item's id reads.
+async fn record_list_problems(
+    conn: &mut sqlx::PgConnection,
+    run_id: Uuid,
+    problems: &[crate::partner_center::ListProblem],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    tracing::warn!(
+        problems = problems.len(),
+        "the customer list is incomplete: every customer it names is synced, nobody is marked as having left, and the pass ends partial"
+    );
+    for p in problems {
+        tracing::warn!(customer_id = ?p.customer_id, "customer list: {}", p.message);
+        store::record_error(
+            conn,
+            store::ErrorRow::plain(run_id, p.customer_id, "read_customer_list", &p.message, now),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Decides the kind of pass, reads the activity log when a watermark allows, and picks the
-/// customers: all of them for a full pass; for an incremental one those the log names, those
-/// never synced, and those failing (unless access is lost). Also returns since when the log's
-/// records may explain this pass's changes. `None` when the signal came first.
+/// customers (see [`plan`]). Also returns since when the log's records may explain this pass's
+/// changes. `None` when the signal came first.
+#[allow(clippy::too_many_arguments)]
 async fn choose_customers(
     settings: &Settings,
     client: &PartnerCenterClient,
     lock: &mut PassLock,
     run_id: Uuid,
     plan: Plan,
-    mut customers: Vec<ListedCustomer>,
+    listed: Vec<ListedCustomer>,
+    left_out: Vec<ListedCustomer>,
     report: &mut PassReport,
-) -> Result<Option<(Vec<ListedCustomer>, Option<DateTime<Utc>>)>, PassError> {
+) -> Result<Option<(Vec<plan::Planned>, Option<DateTime<Utc>>)>, PassError> {
     let ledger = activity::Ledger::read(lock.conn()).await?;
     let now = plan.started_at;
     let (mut kind, why) = activity::decide(plan.choice, &ledger, &settings.sync.full_schedule, now);
@@ -723,17 +842,19 @@ async fn choose_customers(
         .watermark
         .filter(|w| now - *w <= activity::WATERMARK_MAX_AGE)
         .map(|w| w - activity::OVERLAP);
-    let mut named = HashSet::new();
+    let mut signals = plan::Signals::default();
     let mut attribute_since = None;
     if let Some(from) = from {
         match client.activity(from.date_naive(), now.date_naive()).await {
             Ok(items) => {
                 let mut records = Vec::new();
+                let mut seen = HashSet::new();
                 for item in items.into_items() {
                     match activity::ActivityRecord::from_json(item) {
                         Ok(r)
                             if activity::is_relevant(&r.resource_type)
-                                && r.operation_at >= from =>
+                                && r.operation_at >= from
+                                && seen.insert(r.record_id.clone()) =>
                         {
                             records.push(r)
                         }
@@ -741,8 +862,13 @@ async fn choose_customers(
                         Err(e) => tracing::warn!(error = %e, "activity log: a record was left out"),
                     }
                 }
-                activity::store(lock.conn(), run_id, &records).await?;
-                named = records.iter().filter_map(|r| r.customer_id).collect();
+                let old_news = activity::acted_on(lock.conn(), &records).await?;
+                activity::store(lock.conn(), run_id, &records, now).await?;
+                signals.named = records
+                    .iter()
+                    .filter(|r| !old_news.contains(&r.record_id))
+                    .filter_map(|r| r.customer_id)
+                    .collect();
                 report.activity_records = records.len() as u64;
                 attribute_since = Some(from);
             }
@@ -758,44 +884,44 @@ async fn choose_customers(
                 let ctx = e.context();
                 store::record_error(
                     lock.conn(),
-                    run_id,
-                    None,
-                    "read_activity_log",
-                    ctx.and_then(|c| c.http_status),
-                    ctx.and_then(|c| c.code.as_deref()),
-                    ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
-                    &message,
+                    store::ErrorRow {
+                        http_status: ctx.and_then(|c| c.http_status),
+                        error_code: ctx.and_then(|c| c.code.as_deref()),
+                        request_id: ctx.map(|c| c.request_id.as_str()).filter(|r| !r.is_empty()),
+                        ..store::ErrorRow::plain(run_id, None, "read_activity_log", &message, now)
+                    },
                 )
                 .await?;
             }
         }
     }
     report.kind = kind;
+    if kind == PassKind::Incremental || !left_out.is_empty() {
+        signals.due = plan::due_customers(lock.conn(), now, settings.sync.due_recheck).await?;
+        (signals.never, signals.failing) = plan::pending(lock.conn()).await?;
+    }
+    let listed_count = listed.len();
+    let (planned, counts) = plan::select(kind, listed, left_out, &signals);
+    report.fetched = counts;
     if kind == PassKind::Incremental {
-        let pending: HashSet<Uuid> = sqlx::query_scalar(
-            "SELECT customer_id FROM pcsync.customers
-             WHERE left_list_at IS NULL
-               AND (last_status = 'never' OR (last_status = 'failed' AND access_lost_at IS NULL))",
-        )
-        .fetch_all(lock.conn())
-        .await?
-        .into_iter()
-        .collect();
-        let listed = customers.len();
-        customers.retain(|c| named.contains(&c.id) || pending.contains(&c.id));
         tracing::info!(
-            listed,
-            fetched = customers.len(),
-            named_by_the_log = named.len(),
+            listed = listed_count,
+            fetched = planned.len(),
+            named = counts.named,
+            due = counts.due,
+            new = counts.new,
+            retried = counts.retried,
             "incremental pass: only the customers that may have changed"
         );
     }
-    Ok(Some((customers, attribute_since)))
+    Ok(Some((planned, attribute_since)))
 }
 
 /// What the writer did.
 #[derive(Debug, Default)]
 struct Written {
+    /// The customers stored (an incremental pass confirms them in `sync_runs`).
+    confirmed: Vec<Uuid>,
     succeeded: u64,
     failed: u64,
     changes: u64,
@@ -903,7 +1029,8 @@ impl Writer {
         if snapshots.is_empty() {
             return Ok(());
         }
-        match store::store_batch(self.lock.conn(), self.run_id, &snapshots).await {
+        let now = self.ctx.clock.now();
+        match store::store_batch(self.lock.conn(), self.run_id, now, &snapshots).await {
             Ok(outcomes) => self.handle(outcomes, &snapshots).await,
             Err(e) => {
                 self.lock.check().await?;
@@ -916,6 +1043,7 @@ impl Writer {
                         _ => store::store_batch(
                             self.lock.conn(),
                             self.run_id,
+                            now,
                             std::slice::from_ref(one),
                         )
                         .await
@@ -962,7 +1090,7 @@ impl Writer {
                     let at = snapshots
                         .iter()
                         .find(|s| s.customer == customer)
-                        .map_or_else(Utc::now, |s| s.attempt_started);
+                        .map_or_else(|| self.ctx.clock.now(), |s| s.attempt_started);
                     self.record_failure(&plain_failure(customer, at, "second_look", message))
                         .await?;
                     self.written.failed += 1;
@@ -1019,7 +1147,7 @@ impl Writer {
     }
 
     async fn record_failure(&mut self, f: &CustomerFailure) -> Result<(), LockLost> {
-        if let Err(e) = record_failure(&mut self.lock, self.run_id, f).await {
+        if let Err(e) = record_failure(&mut self.lock, self.run_id, f, self.ctx.clock.now()).await {
             self.lock.check().await?;
             tracing::error!(error = %e, "could not record the customer's failure");
         }
@@ -1031,17 +1159,21 @@ async fn record_failure(
     lock: &mut PassLock,
     run_id: Uuid,
     f: &CustomerFailure,
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     store::record_customer_failure(
         lock.conn(),
-        run_id,
-        f.customer,
         f.attempt_started,
-        f.operation,
-        f.http_status,
-        f.code.as_deref(),
-        f.request_id.as_deref(),
-        &f.message,
+        store::ErrorRow {
+            run_id,
+            customer: Some(f.customer),
+            operation: f.operation,
+            http_status: f.http_status,
+            error_code: f.code.as_deref(),
+            request_id: f.request_id.as_deref(),
+            message: &f.message,
+            at: now,
+        },
     )
     .await
 }
@@ -1051,6 +1183,7 @@ async fn record_failure(
 /// one at DEBUG.
 fn record_outcome(o: &store::StoreOutcome, written: &mut Written) {
     written.succeeded += 1;
+    written.confirmed.push(o.customer);
     written.changes += o.events.len() as u64;
     written.rows_written += o.rows_written;
     let mut added = (0u64, 0u64);
@@ -1092,14 +1225,16 @@ fn record_outcome(o: &store::StoreOutcome, written: &mut Written) {
 }
 
 /// Fetches one customer; on success the complete snapshot goes to the writer.
-async fn sync_customer(ctx: Arc<TaskContext>, customer: ListedCustomer) -> CustomerResult {
-    let attempt_started = Utc::now();
+async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> CustomerResult {
+    let attempt_started = ctx.clock.now();
+    let fetch_services = ctx.fetch_managed_services && planned.needs_managed_services();
+    let customer = planned.customer;
     let scope = Scope::of(customer.mpn_id.as_deref());
     let subs = ctx
         .client
         .subscriptions(customer.id, customer.mpn_id.as_deref());
     let services = async {
-        if ctx.fetch_managed_services {
+        if fetch_services {
             ctx.client.managed_services(customer.id).await.map(Some)
         } else {
             Ok(None)

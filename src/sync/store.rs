@@ -217,35 +217,36 @@ fn write_statement() -> String {
     };
     format!(
         "WITH up AS (
-            INSERT INTO pcsync.subscriptions AS s (customer_id, subscription_id, {cols}, raw)
-            SELECT u.customer_id, u.subscription_id, {u_cols}, u.raw
+            INSERT INTO pcsync.subscriptions AS s
+                (customer_id, subscription_id, {cols}, raw, first_seen_at, changed_at)
+            SELECT u.customer_id, u.subscription_id, {u_cols}, u.raw, $3, $3
             FROM jsonb_to_recordset($1::jsonb -> 'subscriptions')
                 AS u(customer_id uuid, subscription_id text, {record}, raw jsonb)
             ON CONFLICT (customer_id, subscription_id) DO UPDATE SET {set}, raw = EXCLUDED.raw,
                 changed_at = CASE
                     WHEN s.removed_at IS NOT NULL OR s.untracked_at IS NOT NULL
                       OR ({old}) IS DISTINCT FROM ({new})
-                    THEN now() ELSE s.changed_at END,
+                    THEN $3::timestamptz ELSE s.changed_at END,
                 removed_at = NULL,
                 untracked_at = NULL
             RETURNING customer_id, subscription_id, {cols}
         ),
         rm AS (
-            UPDATE pcsync.subscriptions s SET removed_at = now(), untracked_at = NULL,
-                changed_at = now()
+            UPDATE pcsync.subscriptions s SET removed_at = $3::timestamptz, untracked_at = NULL,
+                changed_at = $3::timestamptz
             FROM {removed}
             WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id AND s.removed_at IS NULL
             RETURNING 1
         ),
         untr AS (
-            UPDATE pcsync.subscriptions s SET untracked_at = now(), changed_at = now()
+            UPDATE pcsync.subscriptions s SET untracked_at = $3::timestamptz, changed_at = $3::timestamptz
             FROM {untracked}
             WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id
               AND s.removed_at IS NULL AND s.untracked_at IS NULL
             RETURNING 1
         ),
         closed AS (
-            UPDATE pcsync.subscription_history h SET valid_to = now()
+            UPDATE pcsync.subscription_history h SET valid_to = $3::timestamptz
             FROM {closing}
             WHERE h.customer_id = c.customer_id AND h.subscription_id = c.id AND h.valid_to IS NULL
             RETURNING 1
@@ -253,16 +254,17 @@ fn write_statement() -> String {
         opened AS (
             INSERT INTO pcsync.subscription_history
                 (customer_id, subscription_id, valid_from, run_id, {cols})
-            SELECT up.customer_id, up.subscription_id, now(), $2, {up_cols}
+            SELECT up.customer_id, up.subscription_id, $3::timestamptz, $2, {up_cols}
             FROM up JOIN {opening}
               ON o.customer_id = up.customer_id AND o.id = up.subscription_id
             RETURNING 1
         ),
         ms_up AS (
             INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
-                admin_service_uri, service_health_uri, service_ticket_uri, raw)
+                admin_service_uri, service_health_uri, service_ticket_uri, raw, first_seen_at,
+                changed_at)
             SELECT u.customer_id, u.id, u.name, u.group_name, u.admin_service_uri,
-                u.service_health_uri, u.service_ticket_uri, u.raw
+                u.service_health_uri, u.service_ticket_uri, u.raw, $3, $3
             FROM jsonb_to_recordset($1::jsonb -> 'services')
                 AS u(customer_id uuid, id text, name text, group_name text,
                      admin_service_uri text, service_health_uri text, service_ticket_uri text,
@@ -277,20 +279,21 @@ fn write_statement() -> String {
                       OR (m.name, m.group_name, m.admin_service_uri, m.service_health_uri, m.service_ticket_uri)
                          IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.group_name, EXCLUDED.admin_service_uri,
                          EXCLUDED.service_health_uri, EXCLUDED.service_ticket_uri)
-                    THEN now() ELSE m.changed_at END,
+                    THEN $3::timestamptz ELSE m.changed_at END,
                 removed_at = NULL
             RETURNING 1
         ),
         ms_rm AS (
-            UPDATE pcsync.managed_services m SET removed_at = now(), changed_at = now()
+            UPDATE pcsync.managed_services m SET removed_at = $3::timestamptz, changed_at = $3::timestamptz
             FROM {services_removed}
             WHERE m.customer_id = r.customer_id AND m.service_id = r.id AND m.removed_at IS NULL
             RETURNING 1
         ),
         ev AS (
             INSERT INTO pcsync.change_events
-                (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths)
-            SELECT $2, e.customer_id, e.entity, e.entity_id, e.kind, e.field, e.old, e.new, e.paths
+                (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths,
+                 detected_at)
+            SELECT $2, e.customer_id, e.entity, e.entity_id, e.kind, e.field, e.old, e.new, e.paths, $3
             FROM jsonb_to_recordset($1::jsonb -> 'events')
                 AS e(customer_id uuid, entity text, entity_id text, kind text, field text,
                      old text, new text, paths text[])
@@ -298,7 +301,7 @@ fn write_statement() -> String {
         ),
         cu AS (
             -- Only a change of state is written: a customer that was fine stays untouched.
-            UPDATE pcsync.customers c SET last_attempt_at = a.attempt, last_success_at = now(),
+            UPDATE pcsync.customers c SET last_attempt_at = a.attempt, last_success_at = $3::timestamptz,
                 last_status = 'succeeded', last_error = NULL, failing_since = NULL,
                 access_lost_at = NULL
             FROM jsonb_to_recordset($1::jsonb -> 'customers') AS a(customer_id uuid, attempt timestamptz)
@@ -474,6 +477,7 @@ fn split<E: Entity>(rows: Vec<StoredRow<E>>) -> (Vec<Stored<E>>, HashMap<String,
 pub async fn store_batch(
     conn: &mut PgConnection,
     run_id: Uuid,
+    now: DateTime<Utc>,
     batch: &[CustomerSnapshot],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
@@ -661,94 +665,107 @@ pub async fn store_batch(
     sqlx::query_scalar::<_, i64>(&write_statement())
         .bind(sqlx::types::Json(&doc))
         .bind(run_id)
+        .bind(now)
         .fetch_one(&mut *conn)
         .await?;
     verdicts.extend(outcomes.into_iter().map(Outcome::Stored));
     Ok(verdicts)
 }
 
+/// A row of `sync_errors`: what failed, where, and what Partner Center said.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorRow<'a> {
+    pub run_id: Uuid,
+    pub customer: Option<Uuid>,
+    /// `get_subscriptions`, `store`, `read_customer_list`, ...
+    pub operation: &'a str,
+    pub http_status: Option<u16>,
+    pub error_code: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub message: &'a str,
+    /// When it happened, on the pass's clock.
+    pub at: DateTime<Utc>,
+}
+
+impl<'a> ErrorRow<'a> {
+    /// An error without an HTTP answer.
+    pub fn plain(
+        run_id: Uuid,
+        customer: Option<Uuid>,
+        operation: &'a str,
+        message: &'a str,
+        at: DateTime<Utc>,
+    ) -> ErrorRow<'a> {
+        ErrorRow {
+            run_id,
+            customer,
+            operation,
+            http_status: None,
+            error_code: None,
+            request_id: None,
+            message,
+            at,
+        }
+    }
+}
+
 /// A customer that could not be synced: its data stays as it was; its status and the error
-/// are recorded.
-#[allow(clippy::too_many_arguments)]
+/// are recorded. The attempt's start is `attempt_started`; `row.customer` must be set.
 pub async fn record_customer_failure(
     conn: &mut PgConnection,
-    run_id: Uuid,
-    customer: Uuid,
     attempt_started: DateTime<Utc>,
-    operation: &str,
-    http_status: Option<u16>,
-    error_code: Option<&str>,
-    request_id: Option<&str>,
-    message: &str,
+    row: ErrorRow<'_>,
 ) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     // 403 with code 20002: the customer removed the partner (or its admin rights).
-    let access_lost = http_status == Some(403) && error_code == Some("20002");
+    let access_lost = row.http_status == Some(403) && row.error_code == Some("20002");
     sqlx::query(
         "UPDATE pcsync.customers SET last_attempt_at = $2, last_status = 'failed', last_error = $3,
             failing_since = CASE WHEN last_status = 'failed' THEN failing_since ELSE $2 END,
             access_lost_at = CASE WHEN $4 THEN coalesce(access_lost_at, $2) END
          WHERE customer_id = $1",
     )
-    .bind(customer)
+    .bind(row.customer)
     .bind(attempt_started)
-    .bind(message)
+    .bind(row.message)
     .bind(access_lost)
     .execute(&mut *tx)
     .await?;
-    record_error(
-        &mut tx,
-        run_id,
-        Some(customer),
-        operation,
-        http_status,
-        error_code,
-        request_id,
-        message,
-    )
-    .await?;
+    record_error(&mut tx, row).await?;
     tx.commit().await
 }
 
-/// A row of `sync_errors`.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_error(
-    conn: &mut sqlx::PgConnection,
-    run_id: Uuid,
-    customer: Option<Uuid>,
-    operation: &str,
-    http_status: Option<u16>,
-    error_code: Option<&str>,
-    request_id: Option<&str>,
-    message: &str,
-) -> Result<(), sqlx::Error> {
+/// Writes a row of `sync_errors`.
+pub async fn record_error(conn: &mut PgConnection, row: ErrorRow<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO pcsync.sync_errors (run_id, customer_id, operation, http_status, error_code, request_id, message)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO pcsync.sync_errors (run_id, customer_id, operation, http_status, error_code, request_id, message, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(run_id)
-    .bind(customer)
-    .bind(operation)
-    .bind(http_status.map(i32::from))
-    .bind(error_code)
-    .bind(request_id)
-    .bind(message)
+    .bind(row.run_id)
+    .bind(row.customer)
+    .bind(row.operation)
+    .bind(row.http_status.map(i32::from))
+    .bind(row.error_code)
+    .bind(row.request_id)
+    .bind(row.message)
+    .bind(row.at)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Upserts the listed customers (rewriting a row only when something in it changed) and marks
-/// those no longer listed. Never deletes.
+/// Upserts the listed customers, rewriting a row only when something in it changed; a
+/// customer listed again is no longer marked as having left. Never deletes, never marks a
+/// departure: only [`mark_departures`], given a complete list, does that.
 pub async fn upsert_customers(
     conn: &mut PgConnection,
     source: &str,
     customers: &[ListedCustomer],
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
     sqlx::query(
-        "INSERT INTO pcsync.customers AS c (customer_id, mpn_id, company_name, domain, relationship, source)
-         SELECT u.*, $6 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u
+        "INSERT INTO pcsync.customers AS c (customer_id, mpn_id, company_name, domain, relationship, source, first_seen_at)
+         SELECT u.*, $6, $7 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u
          ON CONFLICT (customer_id) DO UPDATE SET
             mpn_id = EXCLUDED.mpn_id,
             company_name = COALESCE(EXCLUDED.company_name, c.company_name),
@@ -767,15 +784,27 @@ pub async fn upsert_customers(
     .bind(customers.iter().map(|c| c.domain.clone()).collect::<Vec<_>>())
     .bind(customers.iter().map(|c| c.relationship.clone()).collect::<Vec<_>>())
     .bind(source)
-    .execute(&mut *tx)
+    .bind(now)
+    .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE pcsync.customers c SET left_list_at = now()
+    Ok(())
+}
+
+/// Marks every stored customer that a complete list leaves out as having left it (at `now`).
+/// Only a [`Complete`] list can say who left: an answer of unknown completeness never does.
+pub async fn mark_departures(
+    conn: &mut PgConnection,
+    list: &Complete<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE pcsync.customers c SET left_list_at = $2
          WHERE c.left_list_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM UNNEST($1::uuid[]) AS l(id) WHERE l.id = c.customer_id)",
     )
-    .bind(customers.iter().map(|c| c.id).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .bind(list.iter().copied().collect::<Vec<_>>())
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }

@@ -47,12 +47,15 @@ pub fn env(s: &Setup, extra: &[(&str, &str)]) -> HashMap<String, String> {
     env
 }
 
+/// The settings of a pass against the setup, on the simulator's clock.
 pub fn settings(s: &Setup, extra: &[(&str, &str)]) -> Settings {
-    Settings::load(&Sources {
+    let mut settings = Settings::load(&Sources {
         file: None,
         env: env(s, extra),
     })
-    .expect("valid settings")
+    .expect("valid settings");
+    settings.clock = s.sim.clock();
+    settings
 }
 
 /// One full pass in this process, never stopped.
