@@ -9,7 +9,7 @@
 //! its own, whose CPU time Linux reports separately. Peak RSS is the whole process's (the
 //! simulator generates customers on demand and adds little), reset before each scenario.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +19,9 @@ use pcsync::config::{Settings, Sources};
 use pcsync::partner_center::PartnerCenterClient;
 use pcsync::partner_center::fields::{FieldValue, SUBSCRIPTION_FIELDS};
 use pcsync::pgserver::PgServer;
-use pcsync::simulator::{Change, Endpoint, Knobs, SEED_MPN_ID, SimConfig, Simulator};
+use pcsync::simulator::{
+    Change, Endpoint, Knobs, SEED_CUSTOMER_ID, SEED_MPN_ID, SimConfig, Simulator,
+};
 use pcsync::sync::customers::ListedCustomer;
 use pcsync::sync::diff::Scope;
 use pcsync::sync::{self, PassChoice, PassReport, Trigger, store};
@@ -259,6 +261,59 @@ struct Row {
     events: u64,
     met: bool,
     note: String,
+    /// F: the requests of the day's one full pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_pass_requests: Option<u64>,
+    /// F: the largest lag per kind of change, in hours, from the moment Partner Center shows
+    /// it to the pass that stores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_hours: Option<BTreeMap<String, f64>>,
+    /// F: changes per kind that no pass of the day stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed_at_end: Option<BTreeMap<String, u64>>,
+    /// F: changes shown within their lag bound before the day's last pass and not stored yet
+    /// (the next passes store them; not missed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_flight_at_end: Option<BTreeMap<String, u64>>,
+}
+
+/// The settings of a pass against `sim`, its customer file and `db`.
+fn settings_for(
+    sim: &Simulator,
+    csv: &std::path::Path,
+    db: &BenchDb,
+    rpm: u32,
+    concurrency: usize,
+) -> Result<Settings> {
+    Ok(Settings::load(&Sources {
+        file: None,
+        env: env_for(sim, csv, db, rpm, concurrency),
+    })?)
+}
+
+fn env_for(
+    sim: &Simulator,
+    csv: &std::path::Path,
+    db: &BenchDb,
+    rpm: u32,
+    concurrency: usize,
+) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = sim.env_vars().into_iter().collect();
+    env.insert("PCSYNC__DATABASE__URL".into(), db.url.clone());
+    env.insert(
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        csv.to_string_lossy().to_string(),
+    );
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+        rpm.to_string(),
+    );
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
+        concurrency.to_string(),
+    );
+    env.insert("PCSYNC__DATABASE__MAX_CONNECTIONS".into(), "16".into());
+    env
 }
 
 struct Bench {
@@ -270,22 +325,7 @@ struct Bench {
 
 impl Bench {
     fn settings(&self, db: &BenchDb, rpm: u32, concurrency: usize) -> Result<Settings> {
-        let mut env: HashMap<String, String> = self.sim.sim.env_vars().into_iter().collect();
-        env.insert("PCSYNC__DATABASE__URL".into(), db.url.clone());
-        env.insert(
-            "PCSYNC__CUSTOMERS__FILE".into(),
-            self.csv.to_string_lossy().to_string(),
-        );
-        env.insert(
-            "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
-            rpm.to_string(),
-        );
-        env.insert(
-            "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
-            concurrency.to_string(),
-        );
-        env.insert("PCSYNC__DATABASE__MAX_CONNECTIONS".into(), "16".into());
-        Ok(Settings::load(&Sources { file: None, env })?)
+        settings_for(&self.sim.sim, &self.csv, db, rpm, concurrency)
     }
 
     /// One pass, measured: wall, pcsync CPU, peak RSS, rows written.
@@ -384,6 +424,9 @@ async fn run() -> Result<Vec<Row>> {
     if wanted("W") {
         eprintln!("write path: first load from memory, against COPY ...");
         rows.extend(write_path(&bench).await?);
+    }
+    if wanted("F") {
+        rows.push(a_day(&bench.server, customers).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
@@ -800,4 +843,315 @@ fn main() -> Result<()> {
     )?;
     println!("\nwritten to {}", out.display());
     Ok(())
+}
+
+// ---- F: a day ----------------------------------------------------------------------------------
+
+/// A change Partner Center shows from `at`, and where pcsync stores it.
+struct Expected {
+    kind: &'static str,
+    subscription: String,
+    /// The `change_events.field` that records it.
+    field: &'static str,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// F: 10,000 customers synced at midnight, then a day of hourly passes (the 02:00 one full) on
+/// the one clock, moved an hour at a time, while partner users change 1 % of the customers
+/// (activity records, spread over the hours), Microsoft rolls monthly terms over, renews and
+/// expires annual ones and moves billing cycles on (no records, at an hour of the day after the
+/// date), and suspends 0.05 % of the subscriptions (no record, no date).
+async fn a_day(server: &PgServer, customers: u32) -> Result<Row> {
+    use chrono::{Duration, NaiveTime, Utc};
+    use pcsync::clock::Clock;
+    use pcsync::simulator::{Actor, dates};
+
+    // The simulator's first day is the day before: terms that ended on it are processed
+    // during the day measured.
+    let day0 = Utc::now().date_naive();
+    let midnight = |d: chrono::NaiveDate| d.and_time(NaiveTime::MIN).and_utc();
+    let start = midnight(day0 + Duration::days(1));
+    let end = start + Duration::days(1);
+    let clock = Clock::at(midnight(day0));
+    let sim = start_simulator(SimConfig {
+        customers,
+        subscriptions_per_customer: 10,
+        managed_services_per_customer: 5,
+        clock: clock.clone(),
+        ..SimConfig::default()
+    })?;
+    let dir = std::env::temp_dir().join(format!("pcsync-bench-f-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let csv = dir.join("customers.csv");
+    std::fs::write(&csv, sim.sim.customers_csv())?;
+    let db = fresh_db(server).await?;
+    let mut settings = settings_for(&sim.sim, &csv, &db, 1_000_000, CONCURRENCY)?;
+    settings.clock = clock.clone();
+    let pass = || {
+        sync::run_pass(
+            &settings,
+            &db.pool,
+            Trigger::Benchmark,
+            PassChoice::Auto,
+            tokio_util::sync::CancellationToken::new(),
+        )
+    };
+    eprintln!("F: {customers} customers synced at midnight ...");
+    clock.set(start);
+    pass().await?;
+
+    // What Microsoft will change today, on the synced partner's subscriptions (?mpn_id=).
+    let ids = sim.sim.customer_ids();
+    let mut expected = Vec::new();
+    let mut visible = Vec::new();
+    for id in &ids {
+        // The seed customer's objects are the seed pages' examples, verbatim: Microsoft's
+        // dates are not played on them.
+        let Some(c) = sim
+            .sim
+            .customer(*id)
+            .filter(|c| c.id.to_string() != SEED_CUSTOMER_ID)
+        else {
+            continue;
+        };
+        for sub in c.subscriptions {
+            let text = |k: &str| sub.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            if text("partnerId") != SEED_MPN_ID {
+                continue;
+            }
+            let sid = text("id").to_string();
+            let term = text("termDuration").to_string();
+            let active = text("status") == "active";
+            let quantity = sub.get("quantity").and_then(|v| v.as_i64()).unwrap_or(1);
+            let mut later = sub.clone();
+            for change in dates::apply(&mut later, end) {
+                let (kind, field) = match change.field {
+                    "commitmentEndDate" if term == "P1M" => {
+                        ("monthly roll-over", "commitment_end_date")
+                    }
+                    "commitmentEndDate" => ("annual renewal", "commitment_end_date"),
+                    "status" => ("expiry", "status"),
+                    "refundableQuantity" => ("refund window closed", "refundable_quantity_details"),
+                    _ => ("new billing cycle", "billing_cycle_end_date"),
+                };
+                expected.push(Expected {
+                    kind,
+                    subscription: sid.clone(),
+                    field,
+                    at: change.at,
+                });
+            }
+            if active {
+                visible.push((*id, sid, quantity));
+            }
+        }
+    }
+    // Partner-made changes (1 % of customers) and Microsoft-side suspensions (0.05 % of
+    // subscriptions), each at an hour of the day.
+    let mut rng = pcsync::simulator::data::Rng::new(2026);
+    let mut partner: Vec<Vec<(Uuid, String, i64)>> = vec![Vec::new(); 24];
+    let mut suspensions: Vec<Vec<(Uuid, String)>> = vec![Vec::new(); 24];
+    let mut changed_customers = std::collections::HashSet::new();
+    let partner_target = (customers as usize).div_ceil(100);
+    let suspension_target = (visible.len() as f64 * 0.0005).ceil() as usize;
+    while changed_customers.len() < partner_target {
+        let (c, sid, q) = &visible[rng.below(visible.len() as u64) as usize];
+        if changed_customers.insert(*c) {
+            partner[rng.below(24) as usize].push((*c, sid.clone(), q + 1));
+        }
+    }
+    for _ in 0..suspension_target {
+        let (c, sid, _) = &visible[rng.below(visible.len() as u64) as usize];
+        if expected.iter().any(|e| e.subscription == *sid) {
+            continue; // keep the kinds apart: a suspended term is not renewed
+        }
+        suspensions[rng.below(24) as usize].push((*c, sid.clone()));
+    }
+
+    eprintln!(
+        "F: 24 hourly passes: {} partner changes, {} date-driven changes, {} suspensions ...",
+        partner_target,
+        expected.len(),
+        suspensions.iter().map(Vec::len).sum::<usize>()
+    );
+    let started = Instant::now();
+    reset_peak_rss();
+    let sim0 = sim.cpu();
+    let cpu0 = cpu_seconds("/proc/self/stat") - sim0;
+    let mut requests = 0;
+    let mut full_pass_requests = None;
+    let mut runs = Vec::new();
+    let mut failed = 0;
+    for hour in 0..24i64 {
+        // Between the passes: the changes of the hour before each one.
+        let between = start + Duration::hours(hour) + Duration::minutes(30);
+        clock.set(between);
+        for (c, sid, q) in &partner[hour as usize] {
+            sim.sim.apply(Change::SetSubscriptionField {
+                customer_id: *c,
+                subscription_id: sid.clone(),
+                field: "quantity".into(),
+                value: json!(q),
+            })?;
+            expected.push(Expected {
+                kind: "partner-made",
+                subscription: sid.clone(),
+                field: "quantity",
+                at: between,
+            });
+        }
+        for (c, sid) in &suspensions[hour as usize] {
+            sim.sim.apply_as(
+                Change::SetSubscriptionField {
+                    customer_id: *c,
+                    subscription_id: sid.clone(),
+                    field: "status".into(),
+                    value: json!("suspended"),
+                },
+                &Actor::System,
+            )?;
+            expected.push(Expected {
+                kind: "Microsoft-side suspension",
+                subscription: sid.clone(),
+                field: "status",
+                at: between,
+            });
+        }
+        clock.set(start + Duration::hours(hour + 1));
+        let report = pass().await?;
+        requests += report.api_requests;
+        failed += report.customers_failed;
+        if report.kind == sync::PassKind::Full {
+            full_pass_requests = Some(report.api_requests);
+        }
+        runs.push(report.run_id);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let sim1 = sim.cpu();
+    let cpu = cpu_seconds("/proc/self/stat") - sim1 - cpu0;
+
+    // Where each change was stored: the first event of its field at or after it showed.
+    let events: Vec<(String, String, chrono::DateTime<Utc>)> = sqlx::query_as(
+        "SELECT entity_id, field, detected_at FROM pcsync.change_events
+         WHERE run_id = ANY ($1) AND entity = 'subscription' AND kind = 'changed'
+         ORDER BY detected_at",
+    )
+    .bind(&runs)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut by_key: HashMap<(String, String), Vec<chrono::DateTime<Utc>>> = HashMap::new();
+    for (sid, field, at) in events {
+        by_key.entry((sid, field)).or_default().push(at);
+    }
+    let full_at = start + Duration::hours(2);
+    let mut lag_hours: BTreeMap<String, f64> = BTreeMap::new();
+    let mut missed: BTreeMap<String, u64> = BTreeMap::new();
+    let mut in_flight: BTreeMap<String, u64> = BTreeMap::new();
+    let mut missed_unexpectedly = 0;
+    let last_pass = end;
+    for e in &expected {
+        let stored = by_key
+            .get(&(e.subscription.clone(), e.field.to_string()))
+            .and_then(|ats| ats.iter().find(|t| **t >= e.at));
+        match stored {
+            Some(t) => {
+                let lag = (*t - e.at).num_seconds() as f64 / 3600.0;
+                let worst = lag_hours.entry(e.kind.to_string()).or_insert(0.0);
+                *worst = worst.max(lag);
+            }
+            None => {
+                // Still within its lag bound when the day ended: the next passes store it.
+                let bound = match e.kind {
+                    "partner-made" => Duration::hours(1),
+                    "Microsoft-side suspension" => Duration::days(1),
+                    _ => Duration::hours(6),
+                };
+                if e.kind == "Microsoft-side suspension" && e.at > full_at {
+                    *missed.entry(e.kind.to_string()).or_insert(0) += 1;
+                } else if last_pass - e.at < bound {
+                    *in_flight.entry(e.kind.to_string()).or_insert(0) += 1;
+                } else {
+                    if std::env::var_os("PCSYNC_BENCH_DEBUG").is_some() {
+                        eprintln!(
+                            "missed {} {} {} at {}",
+                            e.kind, e.subscription, e.field, e.at
+                        );
+                    }
+                    *missed.entry(e.kind.to_string()).or_insert(0) += 1;
+                    missed_unexpectedly += 1;
+                }
+            }
+        }
+    }
+    let full = full_pass_requests.unwrap_or(0);
+    let ratio = requests as f64 / full.max(1) as f64;
+    let lag = |k: &str| lag_hours.get(k).copied().unwrap_or(0.0);
+    let date_lag = [
+        "monthly roll-over",
+        "annual renewal",
+        "expiry",
+        "new billing cycle",
+        "refund window closed",
+    ]
+    .iter()
+    .map(|k| lag(k))
+    .fold(0.0, f64::max);
+    let met = full > 0
+        && ratio <= 1.3
+        && lag("partner-made") <= 1.0
+        && date_lag <= 6.0
+        && missed_unexpectedly == 0
+        && failed == 0;
+    let list = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "nothing".to_string()
+        } else {
+            m.iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let note = format!(
+        "the day cost {requests} requests, {ratio:.3} × the full pass's {full}; largest lag {:.2} h for partner-made changes, {date_lag:.2} h for date-driven ones (by kind: {}); missed at the end: {}; still within their lag bound at midnight (shown in the last hours, stored by the next passes): {}",
+        lag("partner-made"),
+        lag_hours
+            .iter()
+            .map(|(k, h)| format!("{k} {h:.2} h"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        list(&missed),
+        list(&in_flight),
+    );
+    let row = Row {
+        scenario: "F a day".into(),
+        setting: format!(
+            "{customers} customers synced at 00:00, 24 hourly passes on the pass's clock (02:00 full); {} partner changes, {} date-driven changes, {} Microsoft-side suspensions",
+            partner_target,
+            expected
+                .iter()
+                .filter(|e| e.kind != "partner-made" && e.kind != "Microsoft-side suspension")
+                .count(),
+            suspensions.iter().map(Vec::len).sum::<usize>()
+        ),
+        bound: "one full pass's requests".into(),
+        target: "day ≤ 1.3 × full pass; partner lag ≤ 1 h; date lag ≤ 6 h; nothing missed but suspensions after the full pass".into(),
+        wall_s: wall,
+        ratio: Some(ratio),
+        requests,
+        failed_customers: failed,
+        cpu_s: cpu,
+        simulator_cpu_s: sim1 - sim0,
+        peak_rss_mib: peak_rss_mib(),
+        met,
+        note,
+        full_pass_requests,
+        lag_hours: Some(lag_hours),
+        missed_at_end: Some(missed),
+        in_flight_at_end: Some(in_flight),
+        ..Row::default()
+    };
+    db.drop_db().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(row)
 }

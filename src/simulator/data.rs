@@ -304,6 +304,18 @@ fn hex_id(rng: &mut Rng, len: usize) -> String {
 }
 
 /// One generated subscription for a customer, in the legacy or the new-commerce shape.
+/// How long after a term begins its seats can be returned with a refund.
+pub const REFUND_DAYS: i64 = 7;
+
+/// `refundableQuantity`: `quantity` seats refundable until `until` (none when 0).
+pub fn refund_window(quantity: u64, until: &str) -> Value {
+    if quantity == 0 {
+        json!({"totalQuantity": 0, "details": []})
+    } else {
+        json!({"totalQuantity": quantity, "details": [{"quantity": quantity, "allowedUntilDateTime": until}]})
+    }
+}
+
 /// Partner Center's way of writing a day: midnight UTC.
 pub fn day_text(day: NaiveDate) -> String {
     format!("{}T00:00:00Z", day.format("%Y-%m-%d"))
@@ -436,14 +448,22 @@ pub fn subscription(rng: &mut Rng, customer: Uuid, base: NaiveDate) -> Map<Strin
             "billingCycleEndDate".into(),
             json!(day_text(billing_cycle_end(end_day, cycle, base))),
         );
-        let refundable = rng.below(3);
+        // Seats can be returned for 7 days after the term began (a purchase or renewal):
+        // only terms that began within the last week have a refund window open.
+        let refundable = 1 + rng.below(3);
+        let window = TimeStyle::draw(rng);
+        let term_start = end_day
+            .checked_sub_months(chrono::Months::new(term_months(term)))
+            .and_then(|d| d.succ_opt())
+            .unwrap_or(base);
+        let closes = term_start + chrono::Duration::days(REFUND_DAYS);
         s.insert(
             "refundableQuantity".into(),
-            json!({"totalQuantity": refundable, "details": if refundable > 0 {
-                json!([{"quantity": refundable, "allowedUntilDateTime": timestamp(rng, base, 0, 7)}])
+            if closes > base {
+                refund_window(refundable, &window.on(closes))
             } else {
-                json!([])
-            }}),
+                refund_window(0, "")
+            },
         );
         if rng.chance(0.3) {
             let mut parts = offer.id.split(':');

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Months, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
-use super::data::{cycle_months, day_text, term_months};
+use super::data::{REFUND_DAYS, cycle_months, day_text, refund_window, term_months};
 
 /// The day part of a Partner Center date or timestamp.
 fn day_of(value: Option<&Value>) -> Option<NaiveDate> {
@@ -34,8 +34,9 @@ pub fn processed_at(id: &str, day: NaiveDate) -> DateTime<Utc> {
 /// What [`apply`] changed, for the benchmark's reckoning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DateChange {
-    /// `commitmentEndDate` (a roll-over or renewal), `status` (an expiry) or
-    /// `billingCycleEndDate` (a new billing cycle).
+    /// `commitmentEndDate` (a roll-over or renewal), `status` (an expiry),
+    /// `billingCycleEndDate` (a new billing cycle) or `refundableQuantity` (a refund window
+    /// closed).
     pub field: &'static str,
     /// When Partner Center began to show it.
     pub at: DateTime<Utc>,
@@ -50,6 +51,14 @@ pub fn apply(sub: &mut Map<String, Value>, now: DateTime<Utc>) -> Vec<DateChange
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // A refund window that closed by now is gone from the answer (of a subscription in use:
+    // a cancelled or expired one keeps what it had).
+    if matches!(
+        sub.get("status").and_then(Value::as_str),
+        Some("active" | "suspended")
+    ) {
+        close_refund_windows(sub, now, &mut done);
+    }
     // A bounded number of steps: a clock years ahead must not spin.
     for _ in 0..240 {
         if sub.get("status").and_then(Value::as_str) != Some("active") {
@@ -106,6 +115,19 @@ pub fn apply(sub: &mut Map<String, Value>, now: DateTime<Utc>) -> Vec<DateChange
             break;
         };
         sub.insert("commitmentEndDate".into(), json!(day_text(new_end)));
+        if sub.contains_key("refundableQuantity") {
+            // The renewed seats can be returned for a week from the new term's first day.
+            let quantity = sub.get("quantity").and_then(Value::as_u64).unwrap_or(1);
+            let closes = day + chrono::Duration::days(1 + REFUND_DAYS);
+            sub.insert(
+                "refundableQuantity".into(),
+                refund_window(
+                    quantity,
+                    &format!("{}T00:00:00Z", closes.format("%Y-%m-%d")),
+                ),
+            );
+            close_refund_windows(sub, now, &mut done);
+        }
         if sub.contains_key("commitmentEndDateTime") {
             sub.insert(
                 "commitmentEndDateTime".into(),
@@ -125,6 +147,54 @@ pub fn apply(sub: &mut Map<String, Value>, now: DateTime<Utc>) -> Vec<DateChange
         });
     }
     done
+}
+
+/// Drops the refund windows that closed by `now`.
+fn close_refund_windows(
+    sub: &mut Map<String, Value>,
+    now: DateTime<Utc>,
+    done: &mut Vec<DateChange>,
+) {
+    let Some(details) = sub
+        .get("refundableQuantity")
+        .and_then(|r| r.get("details"))
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    let until = |d: &Value| {
+        d.get("allowedUntilDateTime")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc())
+    };
+    let closed: Vec<DateTime<Utc>> = details
+        .iter()
+        .filter_map(until)
+        .filter(|t| *t <= now)
+        .collect();
+    if closed.is_empty() {
+        return;
+    }
+    let open: Vec<Value> = details
+        .iter()
+        .filter(|d| until(d).is_none_or(|t| t > now))
+        .cloned()
+        .collect();
+    let total: u64 = open
+        .iter()
+        .filter_map(|d| d.get("quantity").and_then(Value::as_u64))
+        .sum();
+    sub.insert(
+        "refundableQuantity".into(),
+        json!({"totalQuantity": total, "details": open}),
+    );
+    if let Some(at) = closed.into_iter().max() {
+        done.push(DateChange {
+            field: "refundableQuantity",
+            at,
+        });
+    }
 }
 
 #[cfg(test)]
