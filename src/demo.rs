@@ -274,8 +274,17 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
 }
 
 fn print_pass(title: &str, r: &PassReport) {
+    let f = r.fetched;
+    let why = if r.kind == sync::PassKind::Incremental {
+        format!(
+            " ({} named by the activity log, {} whose dates came due, {} new, {} retried)",
+            f.named, f.due, f.new, f.retried
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "  {title}: {} of {} customers synced, {} failed; {} changes recorded; {} requests ({} throttled, {} retried) in {:.1} s",
+        "  {title}: {} of {} customers synced{why}, {} failed; {} changes recorded; {} requests ({} throttled, {} retried) in {:.1} s",
         r.customers_succeeded,
         r.customers_total,
         r.customers_failed,

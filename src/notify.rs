@@ -151,9 +151,14 @@ pub async fn build(
 fn summary(changes: &[CustomerChanges], ending: &[Ending], days: u32) -> String {
     let events: usize = changes.iter().map(|c| c.events.len()).sum();
     let mut text = format!(
-        "pcsync: {events} change(s) at {} customer(s); {} subscription(s) end within {days} days without auto-renew.",
+        "pcsync: {events} change(s) at {} customer(s); {} subscription(s) newly within {} of ending without auto-renew.",
         changes.len(),
-        ending.len()
+        ending.len(),
+        if days > 7 {
+            format!("{days} or 7 days")
+        } else {
+            format!("{days} days")
+        }
     );
     for c in changes.iter().take(10) {
         let name = c
