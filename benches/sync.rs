@@ -1215,6 +1215,12 @@ async fn a_day(server: &PgServer, customers: u32) -> Result<Row> {
             }
         }
     }
+    // What `pcsync status` costs after the day (freshness from the run ledger, no
+    // per-customer rows).
+    let status_started = Instant::now();
+    let status =
+        pcsync::status::read(&db.pool, std::time::Duration::from_secs(7200), &clock).await?;
+    let status_ms = status_started.elapsed().as_secs_f64() * 1000.0;
     let full = full_pass_requests.unwrap_or(0);
     let ratio = requests as f64 / full.max(1) as f64;
     let lag = |k: &str| lag_hours.get(k).copied().unwrap_or(0.0);
@@ -1254,6 +1260,11 @@ async fn a_day(server: &PgServer, customers: u32) -> Result<Row> {
             .join(", "),
         list(&missed),
         list(&in_flight),
+    ) + &format!(
+        "; pcsync status afterwards: {status_ms:.0} ms, oldest confirmation {}",
+        status
+            .oldest_confirmed_at
+            .map_or("none".to_string(), |t| t.to_rfc3339())
     );
     let row = Row {
         scenario: "F a day".into(),

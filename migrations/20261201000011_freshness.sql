@@ -69,11 +69,11 @@ COMMENT ON COLUMN pcsync.sync_runs.customers_new IS
 COMMENT ON COLUMN pcsync.sync_runs.customers_retried IS
     'Incremental passes: customers fetched because their last attempt failed (access not lost).';
 COMMENT ON COLUMN pcsync.sync_runs.confirmed_customers IS
-    'Incremental passes: the customers this pass fetched and stored without error (their data is confirmed as of started_at). Null for full passes, which confirm every listed customer except those with a sync_errors row of the pass.';
+    'The customers this pass fetched and stored without error (their data is confirmed as of started_at): incremental passes, and full passes that were interrupted or read an incomplete customer list. Null for a full pass that read the whole list and ended succeeded or partial: it confirms every listed customer except those with a sync_errors row of the pass.';
 COMMENT ON COLUMN pcsync.sync_runs.customer_list_complete IS
     'Whether the customer list was read whole (true) or not (false: counts that disagree, a later page that failed, an item that could not be read; nobody was marked as having left, see sync_errors operation read_customer_list). Null for passes before this column and passes that never read the list.';
 CREATE INDEX sync_runs_good_full_idx ON pcsync.sync_runs (started_at)
-    WHERE kind = 'full' AND status IN ('succeeded', 'partial');
+    WHERE kind = 'full' AND status IN ('succeeded', 'partial') AND confirmed_customers IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE pcsync.renewal_announcements (
@@ -181,7 +181,8 @@ FROM pcsync.customers c
 LEFT JOIN LATERAL (
     SELECT r.finished_at
     FROM pcsync.sync_runs r
-    WHERE r.kind = 'full' AND r.status IN ('succeeded', 'partial')
+    WHERE r.kind = 'full' AND r.confirmed_customers IS NULL
+      AND r.status IN ('succeeded', 'partial')
       AND r.finished_at >= c.first_seen_at
       AND (c.left_list_at IS NULL OR r.started_at < c.left_list_at)
       AND NOT EXISTS (
@@ -193,7 +194,8 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT r.finished_at
     FROM pcsync.sync_runs r
-    WHERE r.kind = 'incremental' AND r.status IN ('succeeded', 'partial', 'interrupted')
+    WHERE r.confirmed_customers IS NOT NULL
+      AND r.status IN ('succeeded', 'partial', 'interrupted')
       AND r.started_at >= coalesce(full_pass.finished_at, '-infinity')
       AND c.customer_id = ANY (r.confirmed_customers)
     ORDER BY r.started_at DESC
@@ -207,4 +209,4 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) last_failure ON c.last_status = 'failed';
 COMMENT ON COLUMN pcsync.customer_health.last_confirmed_at IS
-    'When the customer''s data was last confirmed: the end of the last good full pass in which it did not fail, or of a later incremental pass that fetched it (sync_runs.confirmed_customers), whichever is newer. Its data is as fresh as this. Null if no pass has synced it yet.';
+    'When the customer''s data was last confirmed: the end of the last good full pass over the whole customer list in which it did not fail, or of a later pass that fetched it (sync_runs.confirmed_customers), whichever is newer. Its data is as fresh as this. Null if no pass has synced it yet.';

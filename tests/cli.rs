@@ -353,6 +353,10 @@ async fn status_exit_codes_fit_a_probe() {
     let json = pcsync(&["status", "--json"], &env).await;
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(parsed["healthy"], true);
+    assert!(
+        parsed["oldest_confirmed_at"].is_string() && parsed["activity_read_through"].is_string(),
+        "freshness: {parsed}"
+    );
     assert_eq!(parsed["last_runs"][0]["status"], "succeeded");
     assert_eq!(
         parsed["max_age_secs"],

@@ -392,7 +392,26 @@ async fn an_incomplete_customer_list_syncs_what_it_names_and_marks_nobody_as_lef
         customer_list_body: Some(published),
         ..Knobs::default()
     });
+    let confirmed = |id: Uuid| {
+        let pool = s.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT last_confirmed_at FROM pcsync.customer_health WHERE customer_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("health")
+        }
+    };
+    let before = confirmed(ids[3]).await;
+    clock.set(at(day0(), 3, 0));
     let r = pass(&s, &API).await;
+    assert_eq!(
+        confirmed(ids[3]).await,
+        before,
+        "a customer the list left out is not confirmed by the pass"
+    );
     assert_eq!(r.status, RunStatus::Partial, "{:?}", r.error);
     assert_eq!(r.customers_total, 2, "the two customers it names");
     assert_eq!(left(&s).await, 0);

@@ -234,7 +234,8 @@ pub async fn run_pass(
             activity_read_through = CASE WHEN $2 IN ('succeeded', 'partial') THEN $14 END,
             customers_named = $16, customers_due = $17, customers_new = $18,
             customers_retried = $19,
-            confirmed_customers = CASE WHEN $12 = 'incremental' THEN $20 END,
+            confirmed_customers = CASE WHEN $12 = 'full' AND $2 IN ('succeeded', 'partial')
+                AND $21 IS DISTINCT FROM false THEN NULL ELSE $20 END,
             customer_list_complete = $21
          WHERE run_id = $1",
     )

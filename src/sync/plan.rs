@@ -181,10 +181,11 @@ pub async fn due_customers(
             SELECT max(r.started_at) AS at
             FROM pcsync.sync_runs r
             WHERE r.started_at >= due.first_due AND r.started_at <= $1
-              AND ((r.kind = 'full' AND r.status IN ('succeeded', 'partial')
+              AND ((r.confirmed_customers IS NULL AND r.kind = 'full'
+                    AND r.status IN ('succeeded', 'partial')
                     AND NOT EXISTS (SELECT 1 FROM pcsync.sync_errors e
                                     WHERE e.run_id = r.run_id AND e.customer_id = due.customer_id))
-                OR (r.kind = 'incremental' AND r.status IN ('succeeded', 'partial', 'interrupted')
+                OR (r.status IN ('succeeded', 'partial', 'interrupted')
                     AND due.customer_id = ANY (r.confirmed_customers)))
         ) fetched ON true
         WHERE fetched.at IS NULL
