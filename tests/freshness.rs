@@ -115,49 +115,28 @@ async fn a_roll_over_an_expiry_and_a_new_billing_cycle_are_seen_by_the_next_incr
         our_subscription(&s, annual),
         our_subscription(&s, cycle),
     );
-    let today = json!(text(day0()));
-    microsoft_sets(
-        &s,
-        monthly,
-        &sub_m,
-        &[
-            ("status", json!("active")),
-            ("autoRenewEnabled", json!(true)),
-            ("termDuration", json!("P1M")),
-            ("billingCycle", json!("monthly")),
-            ("commitmentEndDate", today.clone()),
-            ("billingCycleEndDate", today.clone()),
-        ],
-    );
-    microsoft_sets(
-        &s,
-        annual,
-        &sub_a,
-        &[
-            ("status", json!("active")),
-            ("autoRenewEnabled", json!(false)),
-            ("termDuration", json!("P1Y")),
-            ("billingCycle", json!("annual")),
-            ("commitmentEndDate", today.clone()),
-            ("billingCycleEndDate", today.clone()),
-        ],
-    );
-    microsoft_sets(
-        &s,
-        cycle,
-        &sub_c,
-        &[
-            ("status", json!("active")),
-            ("autoRenewEnabled", json!(true)),
-            ("termDuration", json!("P1Y")),
-            ("billingCycle", json!("monthly")),
-            (
-                "commitmentEndDate",
-                json!(text(day0() + Duration::days(200))),
-            ),
-            ("billingCycleEndDate", today.clone()),
-        ],
-    );
+    // (subscription, auto-renew, term, billing cycle, term's end, billing cycle's end)
+    let in_200_days = day0() + Duration::days(200);
+    let setups = [
+        (monthly, &sub_m, true, "P1M", "monthly", day0(), day0()),
+        (annual, &sub_a, false, "P1Y", "annual", day0(), day0()),
+        (cycle, &sub_c, true, "P1Y", "monthly", in_200_days, day0()),
+    ];
+    for (customer, sub, renews, term, billing, end, cycle_end) in setups {
+        microsoft_sets(
+            &s,
+            customer,
+            sub,
+            &[
+                ("status", json!("active")),
+                ("autoRenewEnabled", json!(renews)),
+                ("termDuration", json!(term)),
+                ("billingCycle", json!(billing)),
+                ("commitmentEndDate", json!(text(end))),
+                ("billingCycleEndDate", json!(text(cycle_end))),
+            ],
+        );
+    }
     quiet(&s, untouched);
     assert_eq!(pass(&s, &[]).await.status, RunStatus::Succeeded);
     let records = s.sim.audit_records().len();

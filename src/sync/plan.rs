@@ -108,23 +108,15 @@ pub fn select(
 ) -> (Vec<Planned>, FetchCounts) {
     let mut counts = FetchCounts::default();
     let mut planned = Vec::new();
-    if kind == PassKind::Full {
-        planned.extend(listed.into_iter().map(|customer| Planned {
-            customer,
-            reason: None,
-        }));
-    } else {
-        for customer in listed {
-            if let Some(reason) = signals.reason(&customer.id) {
-                counts.count(reason);
-                planned.push(Planned {
-                    customer,
-                    reason: Some(reason),
-                });
-            }
-        }
-    }
-    for customer in left_out {
+    let (everyone, with_a_reason) = match kind {
+        PassKind::Full => (listed, Vec::new()),
+        PassKind::Incremental => (Vec::new(), listed),
+    };
+    planned.extend(everyone.into_iter().map(|customer| Planned {
+        customer,
+        reason: None,
+    }));
+    for customer in with_a_reason.into_iter().chain(left_out) {
         if let Some(reason) = signals.reason(&customer.id) {
             counts.count(reason);
             planned.push(Planned {
