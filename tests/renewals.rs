@@ -1,0 +1,208 @@
+//! What to decide before a term renews, and the windows in which seats can still be returned
+//! (issue 16, first step), on the simulator's clock against a real PostgreSQL.
+#![cfg(feature = "simulator")]
+
+mod common;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use common::sim::{Setup, our_subscription, pass, setup};
+use pcsync::clock::Clock;
+use pcsync::simulator::{Actor, Change, SimConfig};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn day0() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2027, 5, 3).expect("day")
+}
+
+fn noon() -> DateTime<Utc> {
+    day0().and_hms_opt(12, 0, 0).expect("time").and_utc()
+}
+
+fn day_text(d: NaiveDate) -> String {
+    format!("{}T00:00:00Z", d.format("%Y-%m-%d"))
+}
+
+fn sets(s: &Setup, customer: Uuid, subscription: &str, fields: &[(&str, Value)]) {
+    for (field, value) in fields {
+        s.sim
+            .apply_as(
+                Change::SetSubscriptionField {
+                    customer_id: customer,
+                    subscription_id: subscription.to_string(),
+                    field: field.to_string(),
+                    value: value.clone(),
+                },
+                &Actor::System,
+            )
+            .expect("change");
+    }
+}
+
+/// A term of `term` ending in `days`, auto-renewing or not, with no refund window open.
+fn term(s: &Setup, customer: Uuid, sub: &str, term: &str, renews: bool, days: i64) {
+    sets(
+        s,
+        customer,
+        sub,
+        &[
+            ("status", json!("active")),
+            ("termDuration", json!(term)),
+            ("billingCycle", json!("annual")),
+            ("autoRenewEnabled", json!(renews)),
+            ("quantity", json!(40)),
+            (
+                "commitmentEndDate",
+                json!(day_text(day0() + Duration::days(days))),
+            ),
+            (
+                "billingCycleEndDate",
+                json!(day_text(day0() + Duration::days(days))),
+            ),
+            (
+                "refundableQuantity",
+                json!({"totalQuantity": 0, "details": []}),
+            ),
+        ],
+    );
+    s.sim
+        .apply_as(
+            Change::SetSubscriptionField {
+                customer_id: customer,
+                subscription_id: sub.to_string(),
+                field: "scheduledNextTermInstructions".into(),
+                value: Value::Null,
+            },
+            &Actor::System,
+        )
+        .expect("change");
+}
+
+type Decision = (String, i32, String, i64, i64);
+
+async fn decision(s: &Setup, sub: &str) -> Option<Decision> {
+    let mut tx = s.db.pool.begin().await.expect("tx");
+    pcsync::clock::set_for_transaction(&mut tx, &s.sim.clock())
+        .await
+        .expect("clock");
+    sqlx::query_as(
+        "SELECT subscription_id, days_left, decision, licenses, licenses_next_term
+         FROM pcsync.renewal_decisions WHERE subscription_id = $1",
+    )
+    .bind(sub)
+    .fetch_optional(&mut *tx)
+    .await
+    .expect("decisions")
+}
+
+#[tokio::test]
+async fn renewal_decisions_tell_a_decision_from_a_monthly_roll_over() {
+    let clock = Clock::at(noon());
+    let s = setup(SimConfig {
+        customers: 8,
+        subscriptions_per_customer: 4,
+        clock: clock.clone(),
+        ..SimConfig::default()
+    })
+    .await;
+    let ids = s.sim.customer_ids();
+    let subs: Vec<String> = ids[1..6].iter().map(|c| our_subscription(&s, *c)).collect();
+    term(&s, ids[1], &subs[0], "P1Y", true, 20);
+    term(&s, ids[2], &subs[1], "P1Y", true, 20);
+    sets(
+        &s,
+        ids[2],
+        &subs[1],
+        &[(
+            "scheduledNextTermInstructions",
+            json!({"product": {"productId": "CFQ7TTC0LH18", "skuId": "0001", "availabilityId": "CFQ7TTC0K5SX",
+                               "billingCycle": "annual", "termDuration": "P1Y"}, "quantity": 25}),
+        )],
+    );
+    term(&s, ids[3], &subs[2], "P3Y", false, 45);
+    term(&s, ids[4], &subs[3], "P1M", true, 20);
+    term(&s, ids[5], &subs[4], "P1Y", true, 120);
+    pass(&s, &[]).await;
+
+    assert_eq!(
+        decision(&s, &subs[0]).await,
+        Some((subs[0].clone(), 20, "renews".into(), 40, 40)),
+        "an annual auto-renewing term ending in 20 days"
+    );
+    let changed = decision(&s, &subs[1]).await.expect("listed");
+    assert_eq!(changed.2, "renews with changes");
+    assert_eq!(changed.4, 25, "the scheduled quantity");
+    assert_eq!(
+        decision(&s, &subs[2]).await.map(|d| (d.2, d.4)),
+        Some(("ends".into(), 0))
+    );
+    assert_eq!(
+        decision(&s, &subs[3]).await,
+        None,
+        "a monthly term is no decision"
+    );
+    assert_eq!(decision(&s, &subs[4]).await, None, "beyond 90 days");
+
+    // On the clock: 10 days later it has 10 days left.
+    clock.set(noon() + Duration::days(10));
+    assert_eq!(decision(&s, &subs[0]).await.map(|d| d.1), Some(10));
+}
+
+#[tokio::test]
+async fn cancellation_windows_show_each_open_window_with_its_hours() {
+    let clock = Clock::at(noon());
+    let s = setup(SimConfig {
+        customers: 4,
+        subscriptions_per_customer: 3,
+        clock: clock.clone(),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = s.sim.customer_ids()[1];
+    let sub = our_subscription(&s, c);
+    // Seven fractional digits, as Partner Center writes them.
+    let closes = noon() + Duration::hours(30) + Duration::nanoseconds(123_456_700);
+    sets(
+        &s,
+        c,
+        &sub,
+        &[
+            ("status", json!("active")),
+            (
+                "commitmentEndDate",
+                json!(day_text(day0() + Duration::days(300))),
+            ),
+            (
+                "billingCycleEndDate",
+                json!(day_text(day0() + Duration::days(300))),
+            ),
+            (
+                "refundableQuantity",
+                json!({"totalQuantity": 5, "details": [
+                    {"quantity": 3, "allowedUntilDateTime": closes.format("%Y-%m-%dT%H:%M:%S.1234567Z").to_string()},
+                    {"quantity": "2", "allowedUntilDateTime": (noon() - Duration::hours(1)).to_rfc3339()},
+                    {"quantity": 1, "allowedUntilDateTime": "not a date"}
+                ]}),
+            ),
+        ],
+    );
+    pass(&s, &[]).await;
+    let mut tx = s.db.pool.begin().await.expect("tx");
+    pcsync::clock::set_for_transaction(&mut tx, &clock)
+        .await
+        .expect("clock");
+    let rows: Vec<(i64, DateTime<Utc>, f64)> = sqlx::query_as(
+        "SELECT refundable_quantity, allowed_until, hours_left::float8
+         FROM pcsync.cancellation_windows WHERE subscription_id = $1",
+    )
+    .bind(&sub)
+    .fetch_all(&mut *tx)
+    .await
+    .expect("windows");
+    // PostgreSQL rounds the seventh digit to microseconds.
+    assert_eq!(
+        rows,
+        vec![(3, closes + Duration::nanoseconds(300), 30.0)],
+        "the open window only: not the closed one, not the unreadable one"
+    );
+}
