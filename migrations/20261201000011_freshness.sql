@@ -81,17 +81,19 @@ CREATE TABLE pcsync.renewal_announcements (
     subscription_id  text        NOT NULL,
     ends_on          date        NOT NULL,
     threshold_days   integer     NOT NULL CHECK (threshold_days >= 0),
+    kind             text        NOT NULL DEFAULT 'ending' CHECK (kind IN ('ending', 'decision')),
     announced_at     timestamptz NOT NULL,
     run_id           uuid        REFERENCES pcsync.sync_runs (run_id),
-    PRIMARY KEY (customer_id, subscription_id, ends_on, threshold_days),
+    PRIMARY KEY (customer_id, subscription_id, ends_on, threshold_days, kind),
     FOREIGN KEY (customer_id, subscription_id) REFERENCES pcsync.subscriptions (customer_id, subscription_id)
 );
 COMMENT ON TABLE pcsync.renewal_announcements IS
-    'One row per announcement of a subscription ending without auto-renew: each ending (subscription and end date) is announced when it enters notify.renewal_days and again at 7 days left. Written only after the webhook answered 2xx, so a failed delivery is tried again on the next pass.';
+    'One row per announcement of a subscription ending without auto-renew (each ending, a subscription and end date, when it enters notify.renewal_days and again at 7 days left) or of a renewal decision (once, when it enters notify.decision_days). Written only after the webhook answered 2xx, so a failed delivery is tried again on the next pass.';
 COMMENT ON COLUMN pcsync.renewal_announcements.customer_id IS 'The customer (customers.customer_id).';
 COMMENT ON COLUMN pcsync.renewal_announcements.subscription_id IS 'The subscription (subscriptions.subscription_id).';
 COMMENT ON COLUMN pcsync.renewal_announcements.ends_on IS 'The end date announced (subscriptions.commitment_end_date then); a new date is a new ending.';
-COMMENT ON COLUMN pcsync.renewal_announcements.threshold_days IS 'The threshold crossed: notify.renewal_days, or 7.';
+COMMENT ON COLUMN pcsync.renewal_announcements.threshold_days IS 'The threshold crossed: notify.renewal_days or 7 for an ending, notify.decision_days for a decision.';
+COMMENT ON COLUMN pcsync.renewal_announcements.kind IS 'ending (a subscription ending without auto-renew) or decision (a renewal decision, renewal_decisions).';
 COMMENT ON COLUMN pcsync.renewal_announcements.announced_at IS 'When the webhook accepted the announcement.';
 COMMENT ON COLUMN pcsync.renewal_announcements.run_id IS 'The pass after which it was sent.';
 

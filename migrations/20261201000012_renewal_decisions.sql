@@ -126,3 +126,20 @@ COMMENT ON COLUMN pcsync.cancellation_windows.licenses IS 'Licenses of the subsc
 COMMENT ON COLUMN pcsync.cancellation_windows.refundable_quantity IS 'Seats this window lets you return with a refund (details[].quantity).';
 COMMENT ON COLUMN pcsync.cancellation_windows.allowed_until IS 'When the window closes (details[].allowedUntilDateTime).';
 COMMENT ON COLUMN pcsync.cancellation_windows.hours_left IS 'Hours from now (pcsync.clock_now()) until allowed_until, one decimal.';
+
+CREATE TABLE pcsync.cancellation_window_announcements (
+    customer_id      uuid        NOT NULL,
+    subscription_id  text        NOT NULL,
+    allowed_until    timestamptz NOT NULL,
+    announced_at     timestamptz NOT NULL,
+    run_id           uuid        REFERENCES pcsync.sync_runs (run_id),
+    PRIMARY KEY (customer_id, subscription_id, allowed_until),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES pcsync.subscriptions (customer_id, subscription_id)
+);
+COMMENT ON TABLE pcsync.cancellation_window_announcements IS
+    'One row per refund window announced to the webhook as closing within 24 hours (once each). Written only after the webhook answered 2xx.';
+COMMENT ON COLUMN pcsync.cancellation_window_announcements.customer_id IS 'The customer (customers.customer_id).';
+COMMENT ON COLUMN pcsync.cancellation_window_announcements.subscription_id IS 'The subscription (subscriptions.subscription_id).';
+COMMENT ON COLUMN pcsync.cancellation_window_announcements.allowed_until IS 'When the window closes (cancellation_windows.allowed_until).';
+COMMENT ON COLUMN pcsync.cancellation_window_announcements.announced_at IS 'When the webhook accepted the announcement.';
+COMMENT ON COLUMN pcsync.cancellation_window_announcements.run_id IS 'The pass after which it was sent.';

@@ -60,6 +60,9 @@ pub struct NotifySettings {
     pub webhook_url: Option<SecretString>,
     /// Subscriptions ending within this many days with auto-renew off are announced.
     pub renewal_days: u32,
+    /// Renewal decisions (terms longer than a month) are announced when they enter this many
+    /// days; 0: none (the ending alert then covers them).
+    pub decision_days: u32,
     /// Change kinds to send (added, removed, changed, untracked, tracked); empty: all.
     pub kinds: Vec<String>,
     /// For `changed` events, the fields to send (status, quantity, raw, ...); empty: all.
@@ -71,6 +74,7 @@ impl fmt::Debug for NotifySettings {
         f.debug_struct("NotifySettings")
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| "***"))
             .field("renewal_days", &self.renewal_days)
+            .field("decision_days", &self.decision_days)
             .field("kinds", &self.kinds)
             .field("fields", &self.fields)
             .finish()
@@ -294,6 +298,7 @@ struct RawNotify {
     webhook_url: Option<String>,
     webhook_url_file: Option<String>,
     renewal_days: Option<String>,
+    decision_days: Option<String>,
     kinds: Option<String>,
     fields: Option<String>,
 }
@@ -303,6 +308,7 @@ impl fmt::Debug for RawNotify {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawNotify")
             .field("renewal_days", &self.renewal_days)
+            .field("decision_days", &self.decision_days)
             .field("kinds", &self.kinds)
             .field("fields", &self.fields)
             .finish_non_exhaustive()
@@ -875,6 +881,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
     let notify = NotifySettings {
         webhook_url,
         renewal_days: number("notify.renewal_days", n.renewal_days, 0, 3650, 30)?,
+        decision_days: number("notify.decision_days", n.decision_days, 0, 90, 30)?,
         kinds,
         fields: list(n.fields),
     };

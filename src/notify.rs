@@ -58,6 +58,39 @@ pub struct Ending {
     pub threshold_days: i32,
 }
 
+/// A renewal decision entering `notify.decision_days` (see `renewal_decisions`).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct DecisionLine {
+    pub customer_id: Uuid,
+    pub company_name: Option<String>,
+    pub subscription_id: String,
+    pub offer_name: Option<String>,
+    pub term_duration: Option<String>,
+    pub ends_on: NaiveDate,
+    pub days_left: i32,
+    /// `renews`, `renews with changes` or `ends`.
+    pub decision: String,
+    pub licenses: Option<i64>,
+    pub licenses_next_term: Option<i64>,
+    #[serde(skip)]
+    pub threshold_days: i32,
+}
+
+/// A refund window closing within 24 hours (see `cancellation_windows`).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct WindowLine {
+    pub customer_id: Uuid,
+    pub company_name: Option<String>,
+    pub subscription_id: String,
+    pub offer_name: Option<String>,
+    pub refundable_quantity: Option<i64>,
+    pub allowed_until: DateTime<Utc>,
+    pub hours_left: f64,
+}
+
+/// How soon a closing refund window is announced.
+const WINDOW_HOURS: f64 = 24.0;
+
 /// What is POSTed (documented in the README).
 #[derive(Debug, Serialize)]
 pub struct Notification {
@@ -69,6 +102,10 @@ pub struct Notification {
     pub finished_at: DateTime<Utc>,
     pub changes: Vec<CustomerChanges>,
     pub ending_without_renewal: Vec<Ending>,
+    /// Terms longer than a month entering `notify.decision_days`, each once.
+    pub renewal_decisions: Vec<DecisionLine>,
+    /// Refund windows closing within 24 hours, each once.
+    pub cancellation_windows: Vec<WindowLine>,
 }
 
 /// The notification of a pass, or `None` when there is nothing to say.
@@ -106,18 +143,61 @@ pub async fn build(
                  SELECT min(th) AS threshold_days FROM unnest($1::int[]) AS th WHERE u.days_left <= th
              ) t
              WHERE NOT u.auto_renews AND t.threshold_days IS NOT NULL
+               -- Renewal decisions speak for terms longer than a month.
+               AND NOT ($2 AND coalesce(pcsync.term_months(u.term_duration), 0) > 1)
                AND NOT EXISTS (
                    SELECT 1 FROM pcsync.renewal_announcements a
-                   WHERE a.customer_id = u.customer_id AND a.subscription_id = u.subscription_id
+                   WHERE a.kind = 'ending'
+                     AND a.customer_id = u.customer_id AND a.subscription_id = u.subscription_id
                      AND a.ends_on = u.ends_on AND a.threshold_days = t.threshold_days)
              ORDER BY u.ends_on, u.company_name",
         )
         .bind(thresholds(settings.renewal_days))
+        .bind(settings.decision_days > 0)
         .fetch_all(&mut *tx)
         .await?
     };
+    let (renewal_decisions, cancellation_windows) = if settings.decision_days == 0 {
+        (Vec::new(), Vec::new())
+    } else {
+        let decisions: Vec<DecisionLine> = sqlx::query_as(
+            "SELECT d.customer_id, d.company_name, d.subscription_id, d.offer_name,
+                    d.term_duration, d.ends_on, d.days_left, d.decision, d.licenses,
+                    d.licenses_next_term, $1::int AS threshold_days
+             FROM pcsync.renewal_decisions d
+             WHERE d.days_left <= $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM pcsync.renewal_announcements a
+                   WHERE a.kind = 'decision'
+                     AND a.customer_id = d.customer_id AND a.subscription_id = d.subscription_id
+                     AND a.ends_on = d.ends_on AND a.threshold_days = $1)
+             ORDER BY d.ends_on, d.company_name",
+        )
+        .bind(i32::try_from(settings.decision_days).unwrap_or(90))
+        .fetch_all(&mut *tx)
+        .await?;
+        let windows: Vec<WindowLine> = sqlx::query_as(
+            "SELECT w.customer_id, w.company_name, w.subscription_id, w.offer_name,
+                    w.refundable_quantity, w.allowed_until, w.hours_left::float8 AS hours_left
+             FROM pcsync.cancellation_windows w
+             WHERE w.hours_left <= $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM pcsync.cancellation_window_announcements a
+                   WHERE a.customer_id = w.customer_id AND a.subscription_id = w.subscription_id
+                     AND a.allowed_until = w.allowed_until)
+             ORDER BY w.allowed_until, w.company_name",
+        )
+        .bind(WINDOW_HOURS)
+        .fetch_all(&mut *tx)
+        .await?;
+        (decisions, windows)
+    };
     tx.commit().await?;
-    if events.is_empty() && ending.is_empty() {
+    if events.is_empty()
+        && ending.is_empty()
+        && renewal_decisions.is_empty()
+        && cancellation_windows.is_empty()
+    {
         return Ok(None);
     }
     let mut by_customer: BTreeMap<(Option<String>, Uuid), Vec<EventLine>> = BTreeMap::new();
@@ -135,7 +215,11 @@ pub async fn build(
             events,
         })
         .collect();
-    let text = summary(&changes, &ending, settings.renewal_days);
+    let mut text = summary(&changes, &ending, settings.renewal_days);
+    text.push_str(&decisions_summary(
+        &renewal_decisions,
+        &cancellation_windows,
+    ));
     Ok(Some(Notification {
         text,
         run_id: report.run_id,
@@ -144,6 +228,8 @@ pub async fn build(
         finished_at: clock.now(),
         changes,
         ending_without_renewal: ending,
+        renewal_decisions,
+        cancellation_windows,
     }))
 }
 
@@ -194,6 +280,43 @@ fn summary(changes: &[CustomerChanges], ending: &[Ending], days: u32) -> String 
     text
 }
 
+/// The decision and cancellation-window lines of the plain-text summary.
+fn decisions_summary(decisions: &[DecisionLine], windows: &[WindowLine]) -> String {
+    let mut text = String::new();
+    if !decisions.is_empty() {
+        text.push_str(&format!("\n{} renewal decision(s):", decisions.len()));
+        for d in decisions.iter().take(10) {
+            text.push_str(&format!(
+                "\n- {} ({} days): {} / {} ({}), {}, {} -> {} licenses",
+                d.ends_on,
+                d.days_left,
+                d.company_name.as_deref().unwrap_or("?"),
+                d.offer_name.as_deref().unwrap_or(&d.subscription_id),
+                d.term_duration.as_deref().unwrap_or("?"),
+                d.decision,
+                d.licenses.unwrap_or(0),
+                d.licenses_next_term.unwrap_or(0)
+            ));
+        }
+    }
+    if !windows.is_empty() {
+        text.push_str(&format!(
+            "\n{} refund window(s) closing within 24 h:",
+            windows.len()
+        ));
+        for w in windows.iter().take(10) {
+            text.push_str(&format!(
+                "\n- {} / {}: {} seat(s) refundable for {:.1} h more",
+                w.company_name.as_deref().unwrap_or("?"),
+                w.offer_name.as_deref().unwrap_or(&w.subscription_id),
+                w.refundable_quantity.unwrap_or(0),
+                w.hours_left
+            ));
+        }
+    }
+    text
+}
+
 /// The thresholds at which an ending is announced: when it enters `renewal_days`, and again
 /// at 7 days left.
 fn thresholds(renewal_days: u32) -> Vec<i32> {
@@ -201,35 +324,85 @@ fn thresholds(renewal_days: u32) -> Vec<i32> {
     if days > 7 { vec![days, 7] } else { vec![days] }
 }
 
-/// Remembers the endings a delivered notification announced, each for its threshold.
+/// Remembers what a delivered notification announced: endings for their threshold, decisions,
+/// closing refund windows.
 async fn announced(
     pool: &PgPool,
     notification: &Notification,
     clock: &Clock,
 ) -> Result<(), sqlx::Error> {
+    let now = clock.now();
     let e = &notification.ending_without_renewal;
-    if e.is_empty() {
-        return Ok(());
+    let d = &notification.renewal_decisions;
+    let mut tx = pool.begin().await?;
+    for (kind, rows) in [
+        (
+            "ending",
+            e.iter()
+                .map(|x| {
+                    (
+                        x.customer_id,
+                        x.subscription_id.clone(),
+                        x.ends_on,
+                        x.threshold_days,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "decision",
+            d.iter()
+                .map(|x| {
+                    (
+                        x.customer_id,
+                        x.subscription_id.clone(),
+                        x.ends_on,
+                        x.threshold_days,
+                    )
+                })
+                .collect(),
+        ),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO pcsync.renewal_announcements
+                 (customer_id, subscription_id, ends_on, threshold_days, kind, announced_at, run_id)
+             SELECT u.*, $5, $6, $7 FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::int[]) AS u
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(kind)
+        .bind(now)
+        .bind(notification.run_id)
+        .execute(&mut *tx)
+        .await?;
     }
-    sqlx::query(
-        "INSERT INTO pcsync.renewal_announcements
-             (customer_id, subscription_id, ends_on, threshold_days, announced_at, run_id)
-         SELECT u.*, $5, $6 FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::int[]) AS u
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(e.iter().map(|x| x.customer_id).collect::<Vec<_>>())
-    .bind(
-        e.iter()
-            .map(|x| x.subscription_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(e.iter().map(|x| x.ends_on).collect::<Vec<_>>())
-    .bind(e.iter().map(|x| x.threshold_days).collect::<Vec<_>>())
-    .bind(clock.now())
-    .bind(notification.run_id)
-    .execute(pool)
-    .await?;
-    Ok(())
+    let w = &notification.cancellation_windows;
+    if !w.is_empty() {
+        sqlx::query(
+            "INSERT INTO pcsync.cancellation_window_announcements
+                 (customer_id, subscription_id, allowed_until, announced_at, run_id)
+             SELECT u.*, $4, $5 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(w.iter().map(|x| x.customer_id).collect::<Vec<_>>())
+        .bind(
+            w.iter()
+                .map(|x| x.subscription_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(w.iter().map(|x| x.allowed_until).collect::<Vec<_>>())
+        .bind(now)
+        .bind(notification.run_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// Sends the pass's notification, if there is one to send; never fails the caller.

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use common::sim::{Setup, count, our_subscription, pass, pass_as, setup};
 use pcsync::clock::Clock;
@@ -480,32 +478,6 @@ async fn an_unreadable_list_item_marks_nobody_as_left() {
     assert_eq!(recorded, 1, "the unreadable item is recorded by its id");
 }
 
-/// Bodies a webhook received.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    use axum::routing::post;
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let state = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |body: String| {
-            let state = state.clone();
-            async move {
-                let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
-                g.push(serde_json::from_str(&body).unwrap_or(Value::Null));
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test]
 async fn an_hourly_worker_announces_an_ending_once_per_threshold() {
     let clock = Clock::at(at(day0(), 0, 10));
@@ -528,7 +500,7 @@ async fn an_hourly_worker_announces_an_ending_once_per_threshold() {
             ("commitmentEndDate", json!(text(ends))),
         ],
     );
-    let (url, got) = receiver().await;
+    let (url, got) = common::sim::webhook().await;
     let hook = [("PCSYNC__NOTIFY__WEBHOOK_URL", url.as_str())];
     let ending = |body: &Value| -> Vec<(String, i64)> {
         body["ending_without_renewal"]

@@ -206,3 +206,95 @@ async fn cancellation_windows_show_each_open_window_with_its_hours() {
         "the open window only: not the closed one, not the unreadable one"
     );
 }
+
+#[tokio::test]
+async fn the_webhook_carries_each_decision_and_closing_window_once_and_no_roll_over() {
+    let clock = Clock::at(noon());
+    let s = setup(SimConfig {
+        customers: 6,
+        subscriptions_per_customer: 3,
+        clock: clock.clone(),
+        ..SimConfig::default()
+    })
+    .await;
+    let ids = s.sim.customer_ids();
+    // Every other subscription out of the way: far dates, no windows, auto-renewing.
+    for c in &ids[1..] {
+        for sub in s.sim.customer(*c).expect("customer").subscriptions {
+            let id = sub["id"].as_str().expect("id").to_string();
+            term(&s, *c, &id, "P1Y", true, 300);
+        }
+    }
+    let annual = our_subscription(&s, ids[1]);
+    let ending = our_subscription(&s, ids[2]);
+    let monthly = our_subscription(&s, ids[3]);
+    let window = our_subscription(&s, ids[4]);
+    term(&s, ids[1], &annual, "P1Y", true, 35);
+    term(&s, ids[2], &ending, "P1Y", false, 20);
+    term(&s, ids[3], &monthly, "P1M", true, 10);
+    let closes = noon() + Duration::hours(30);
+    sets(
+        &s,
+        ids[4],
+        &window,
+        &[(
+            "refundableQuantity",
+            json!({"totalQuantity": 4, "details": [{"quantity": 4, "allowedUntilDateTime": closes.to_rfc3339()}]}),
+        )],
+    );
+    let (url, got) = common::sim::webhook().await;
+    let hook = [("PCSYNC__NOTIFY__WEBHOOK_URL", url.as_str())];
+    let said = |key: &str| -> Vec<String> {
+        got.lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|b| b[key].as_array().cloned().unwrap_or_default())
+            .map(|x| {
+                format!(
+                    "{} {}",
+                    x["subscription_id"].as_str().unwrap_or_default(),
+                    x["decision"].as_str().unwrap_or_default()
+                )
+                .trim()
+                .to_string()
+            })
+            .collect()
+    };
+    pass(&s, &hook).await;
+    assert_eq!(
+        said("renewal_decisions"),
+        vec![format!("{ending} ends")],
+        "the term without auto-renew within 30 days; the annual one is 35 days out"
+    );
+    assert!(
+        said("ending_without_renewal").is_empty(),
+        "a decision is not said twice as an ending"
+    );
+    assert!(said("cancellation_windows").is_empty(), "30 h left");
+
+    // Hourly passes on: the window enters its last 24 h, the annual term its 30 days.
+    for hours in [1, 7, 8, 24 * 5, 24 * 5 + 1] {
+        clock.set(noon() + Duration::hours(hours));
+        pcsync_pass(&s, &hook).await;
+    }
+    assert_eq!(said("cancellation_windows"), vec![window.clone()], "once");
+    assert_eq!(
+        said("renewal_decisions"),
+        vec![format!("{ending} ends"), format!("{annual} renews")],
+        "each decision once"
+    );
+    for key in [
+        "renewal_decisions",
+        "ending_without_renewal",
+        "cancellation_windows",
+    ] {
+        assert!(
+            !said(key).iter().any(|x| x.contains(&monthly)),
+            "a monthly roll-over never alerts ({key})"
+        );
+    }
+}
+
+async fn pcsync_pass(s: &Setup, extra: &[(&str, &str)]) {
+    common::sim::pass_as(s, pcsync::sync::PassChoice::Auto, extra).await;
+}

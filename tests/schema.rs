@@ -18,6 +18,7 @@ const TABLES: &[&str] = &[
     "sync_runs",
     "sync_errors",
     "renewal_announcements",
+    "cancellation_window_announcements",
 ];
 
 async fn table_names(pool: &PgPool) -> Vec<String> {

@@ -118,3 +118,32 @@ pub fn set_quantity(s: &Setup, customer: uuid::Uuid, quantity: i64) {
         })
         .expect("change");
 }
+
+/// A webhook on loopback that answers 200: its URL, and the JSON bodies it received.
+pub async fn webhook() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::routing::post;
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let state = state.clone();
+            async move {
+                let mut g = state.lock().unwrap_or_else(|e| e.into_inner());
+                g.push(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), got)
+}
