@@ -1,7 +1,8 @@
 //! `pcsync report`: one self-contained HTML file (no external assets, opens offline) for the
 //! people who do not have a BI tool at hand: licenses over time per offer, changes per day by
-//! kind, the largest customers, the renewal calendar of the next 90 days and pass health, drawn
-//! as inline SVG from the reporting views.
+//! kind, the largest customers, the renewal calendar and the renewal decisions of the next 90
+//! days, open cancellation windows and pass health, drawn as inline SVG and tables from the
+//! reporting views.
 
 use std::fmt::Write as _;
 
@@ -26,9 +27,44 @@ pub struct ReportData {
     pub largest_customers: Vec<(String, i64)>,
     /// (week, auto-renews, subscriptions, licenses) for terms ending in the next 90 days.
     pub renewals: Vec<(NaiveDate, bool, i64, i64)>,
+    /// (week, decision, licenses) of the renewal decisions of the next 90 days.
+    pub decisions_by_week: Vec<(NaiveDate, String, i64)>,
+    /// The renewal decisions of the next 90 days, soonest first.
+    pub decisions: Vec<DecisionRow>,
+    /// The open refund windows, soonest closing first.
+    pub windows: Vec<WindowRow>,
+    /// Objects added by customers' first loads in the last 30 days, left out of the changes
+    /// chart (a first load is not a day of changes).
+    pub first_load_additions: i64,
     /// The last passes, newest first.
     pub runs: Vec<RunLine>,
 }
+
+/// A row of `renewal_decisions`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub company_name: Option<String>,
+    pub offer_name: Option<String>,
+    pub term_duration: Option<String>,
+    pub ends_on: NaiveDate,
+    pub days_left: i32,
+    pub decision: String,
+    pub licenses: Option<i64>,
+    pub licenses_next_term: Option<i64>,
+}
+
+/// A row of `cancellation_windows`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WindowRow {
+    pub company_name: Option<String>,
+    pub offer_name: Option<String>,
+    pub refundable_quantity: Option<i64>,
+    pub allowed_until: DateTime<Utc>,
+    pub hours_left: f64,
+}
+
+/// The most rows the report's tables show.
+const TABLE_ROWS: i64 = 50;
 
 /// Reads the report's numbers from the views.
 pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportData, sqlx::Error> {
@@ -59,10 +95,51 @@ pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportDa
     )
     .fetch_all(&mut *tx)
     .await?;
-    let changes_by_day = sqlx::query_as(
-        "SELECT detected_at::date, kind, count(*) FROM pcsync.change_events
-         WHERE detected_at >= pcsync.clock_now()::date - 29 GROUP BY 1, 2 ORDER BY 1, 2",
+    // A customer's first load adds every object it owns: not a day of changes. Its additions
+    // (the added events of the first pass that wrote any event for the customer) are counted
+    // apart.
+    let first_load = "WITH first AS (
+             SELECT DISTINCT ON (customer_id) customer_id, run_id
+             FROM pcsync.change_events ORDER BY customer_id, detected_at, event_id
+         ), recent AS (
+             SELECT e.detected_at, e.kind,
+                    (e.kind = 'added' AND f.run_id IS NOT NULL) AS first_load
+             FROM pcsync.change_events e
+             LEFT JOIN first f ON f.customer_id = e.customer_id AND f.run_id = e.run_id
+             WHERE e.detected_at >= pcsync.clock_now()::date - 29
+         )";
+    let changes_by_day = sqlx::query_as(&format!(
+        "{first_load}
+         SELECT detected_at::date, kind, count(*) FROM recent WHERE NOT first_load
+         GROUP BY 1, 2 ORDER BY 1, 2"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    let first_load_additions: i64 = sqlx::query_scalar(&format!(
+        "{first_load} SELECT count(*) FROM recent WHERE first_load"
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    let decisions_by_week = sqlx::query_as(
+        "SELECT date_trunc('week', ends_on)::date, decision, coalesce(sum(licenses), 0)::bigint
+         FROM pcsync.renewal_decisions GROUP BY 1, 2 ORDER BY 1, 2",
     )
+    .fetch_all(&mut *tx)
+    .await?;
+    let decisions = sqlx::query_as(
+        "SELECT company_name, offer_name, term_duration, ends_on, days_left, decision, licenses,
+                licenses_next_term
+         FROM pcsync.renewal_decisions ORDER BY ends_on, company_name, offer_name LIMIT $1",
+    )
+    .bind(TABLE_ROWS)
+    .fetch_all(&mut *tx)
+    .await?;
+    let windows = sqlx::query_as(
+        "SELECT company_name, offer_name, refundable_quantity, allowed_until,
+                hours_left::float8 AS hours_left
+         FROM pcsync.cancellation_windows ORDER BY allowed_until, company_name LIMIT $1",
+    )
+    .bind(TABLE_ROWS)
     .fetch_all(&mut *tx)
     .await?;
     let largest_customers = sqlx::query_as(
@@ -90,6 +167,10 @@ pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportDa
         changes_by_day,
         largest_customers,
         renewals,
+        decisions_by_week,
+        decisions,
+        windows,
+        first_load_additions,
         runs,
     })
 }
@@ -293,6 +374,56 @@ pub fn render(d: &ReportData) -> String {
             (*week, what.to_string(), *licenses)
         })
         .collect();
+    let mut decisions = String::new();
+    for r in &d.decisions {
+        let _ = write!(
+            decisions,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} → {}</td></tr>",
+            esc(&r.decision.replace(' ', "-")),
+            r.ends_on,
+            r.days_left,
+            esc(r.company_name.as_deref().unwrap_or("")),
+            esc(r.offer_name.as_deref().unwrap_or("")),
+            esc(r.term_duration.as_deref().unwrap_or("")),
+            esc(&r.decision),
+            r.licenses.unwrap_or(0),
+            r.licenses_next_term.unwrap_or(0)
+        );
+    }
+    let decisions = if d.decisions.is_empty() {
+        empty("No term longer than a month ends in the next 90 days.")
+    } else {
+        format!(
+            "<table id=\"decisions\"><tr><th>ends</th><th>days</th><th>customer</th><th>offer</th><th>term</th><th>decision</th><th>licenses → next term</th></tr>\n{decisions}</table>"
+        )
+    };
+    let mut windows = String::new();
+    for w in &d.windows {
+        let _ = write!(
+            windows,
+            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            w.allowed_until.format("%Y-%m-%d %H:%M UTC"),
+            w.hours_left,
+            esc(w.company_name.as_deref().unwrap_or("")),
+            esc(w.offer_name.as_deref().unwrap_or("")),
+            w.refundable_quantity.unwrap_or(0)
+        );
+    }
+    let windows = if d.windows.is_empty() {
+        empty("No refund window is open.")
+    } else {
+        format!(
+            "<table id=\"windows\"><tr><th>closes</th><th>hours left</th><th>customer</th><th>offer</th><th>refundable seats</th></tr>\n{windows}</table>"
+        )
+    };
+    let first_loads = if d.first_load_additions > 0 {
+        format!(
+            "<p class=\"muted\">Not drawn: {} objects added by customers' first loads (a first load is not a day of changes).</p>",
+            d.first_load_additions
+        )
+    } else {
+        String::new()
+    };
     let mut runs = String::new();
     for r in &d.runs {
         let _ = write!(
@@ -321,11 +452,11 @@ h1 {{ font-size: 22px; margin-bottom: 4px; }} h2 {{ font-size: 17px; margin-top:
 svg {{ width: 100%; height: auto; }} .grid {{ stroke: #e2e8f0; }} .tick, .label, .value {{ font-size: 11px; fill: #4a5568; }}
 .legend span {{ margin-right: 14px; white-space: nowrap; }} .legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: 3px 8px; border-bottom: 1px solid #edf2f7; text-align: left; }}
-tr.failed td, tr.abandoned td {{ color: #c53030; }} tr.partial td {{ color: #b7791f; }}
+tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, tr.renews-with-changes td {{ color: #b7791f; }}
 </style></head>
 <body>
 <h1>pcsync report</h1>
-<p class="muted">Generated {generated}. Numbers from the views current_subscriptions, license_totals, license_counts_at, upcoming_renewals, change_events and sync_runs.</p>
+<p class="muted">Generated {generated}. Numbers from the views current_subscriptions, license_totals, license_counts_at, upcoming_renewals, renewal_decisions, cancellation_windows, change_events and sync_runs.</p>
 <div class="kpis">
 <div class="kpi"><b>{customers}</b>customers</div>
 <div class="kpi"><b>{subscriptions}</b>subscriptions</div>
@@ -336,10 +467,17 @@ tr.failed td, tr.abandoned td {{ color: #c53030; }} tr.partial td {{ color: #b77
 {licenses_chart}
 <h2>Changes per day by kind (last 30 days)</h2>
 {changes_chart}
+{first_loads}
 <h2>Largest customers by licenses</h2>
 {customers_chart}
 <h2>Renewal calendar: licenses whose term ends, by week (next 90 days)</h2>
 {renewals_chart}
+<h2>Renewal decisions: terms longer than a month, by week (next 90 days)</h2>
+<p class="muted">Once the date passes, the customer is committed for another term; seats can only be reduced at the end of a term. Monthly roll-overs are left out.</p>
+{decisions_chart}
+{decisions}
+<h2>Open cancellation windows: seats that can still be returned with a refund</h2>
+{windows}
 <h2>Pass health (last 20 passes)</h2>
 <table><tr><th>started</th><th>kind</th><th>status</th><th>duration</th><th>customers ok</th><th>failed</th><th>changes</th></tr>
 {runs}
@@ -355,6 +493,7 @@ tr.failed td, tr.abandoned td {{ color: #c53030; }} tr.partial td {{ color: #b77
         changes_chart = stacked_bars(&d.changes_by_day, "changes"),
         customers_chart = horizontal_bars(&d.largest_customers),
         renewals_chart = stacked_bars(&renewals, "licenses ending"),
+        decisions_chart = stacked_bars(&d.decisions_by_week, "licenses"),
     )
 }
 
@@ -364,13 +503,37 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_empty_data_says_so() {
+        let evil = "<script>alert(1)</script> & Co";
         let d = ReportData {
-            largest_customers: vec![("<script>alert(1)</script> & Co".into(), 5)],
+            largest_customers: vec![(evil.into(), 5)],
+            decisions: vec![DecisionRow {
+                company_name: Some(evil.into()),
+                offer_name: Some("<b>E3</b>".into()),
+                term_duration: Some("P1Y".into()),
+                ends_on: NaiveDate::from_ymd_opt(2027, 1, 1).unwrap_or_default(),
+                days_left: 20,
+                decision: "renews with changes".into(),
+                licenses: Some(40),
+                licenses_next_term: Some(25),
+            }],
+            windows: vec![WindowRow {
+                company_name: Some(evil.into()),
+                offer_name: None,
+                refundable_quantity: Some(3),
+                allowed_until: DateTime::UNIX_EPOCH,
+                hours_left: 5.0,
+            }],
             ..ReportData::default()
         };
         let html = render(&d);
-        assert!(!html.contains("<script>"));
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co"));
+        assert!(!html.contains("<script>") && !html.contains("<b>E3"));
+        let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co";
+        for table in ["id=\"decisions\"", "id=\"windows\""] {
+            let at = html.find(table).expect(table);
+            let end = html[at..].find("</table>").map_or(html.len(), |e| at + e);
+            assert!(html[at..end].contains(escaped), "escaped in {table}");
+        }
+        assert!(html.contains("40 → 25"));
         assert!(html.contains("No license history yet"));
         assert!(html.contains("No changes in this period."));
     }

@@ -42,8 +42,40 @@ async fn the_report_holds_the_views_numbers_and_renders_offline() {
     );
     assert!(html.contains(">succeeded<"), "pass health");
     // The simulator's terms end in the coming weeks (its dates count from today), so the
-    // renewal calendar has bars too.
-    assert_eq!(html.matches("<svg").count(), 4, "four charts with data");
+    // renewal calendar and the renewal decisions have bars; the first load is not drawn as a
+    // day of changes.
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "licenses, customers, renewals and decisions charts; no changes chart"
+    );
+    let added = common::sim::count(&s.db.pool, "SELECT count(*) FROM pcsync.change_events").await;
+    assert!(html.contains(&format!(
+        "Not drawn: {added} objects added by customers' first loads"
+    )));
+    let mut tx = s.db.pool.begin().await.expect("tx");
+    pcsync::clock::set_for_transaction(&mut tx, &s.sim.clock())
+        .await
+        .expect("clock");
+    let decisions: i64 =
+        sqlx::query_scalar("SELECT least(count(*), 50) FROM pcsync.renewal_decisions")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("decisions");
+    let windows: i64 =
+        sqlx::query_scalar("SELECT least(count(*), 50) FROM pcsync.cancellation_windows")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("windows");
+    drop(tx);
+    assert!(decisions > 0 && windows > 0, "the simulator has both");
+    let rows_of = |id: &str| {
+        let at = html.find(&format!("<table id=\"{id}\">")).expect(id);
+        let end = at + html[at..].find("</table>").expect("end");
+        html[at..end].matches("<tr").count() as i64 - 1
+    };
+    assert_eq!(rows_of("decisions"), decisions, "one row per decision");
+    assert_eq!(rows_of("windows"), windows, "one row per open window");
 
     // Self-contained: nothing fetched from elsewhere (the SVG namespace is a name, not a fetch).
     let without_namespace = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
