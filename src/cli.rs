@@ -590,6 +590,7 @@ async fn simulate(args: SimulateArgs) -> Exit {
             faults: args.faults,
             hang_secs: None,
             customer_list_body: None,
+            subscribed_skus_body: None,
         },
         ..SimConfig::default()
     };

@@ -532,3 +532,91 @@ async fn customer_list_pages_to_the_end_in_both_forms() {
         );
     }
 }
+
+/// The published Partner Center bodies (`../shared/pc-real`), read at test time. Under
+/// `CI=true` a missing folder fails the test instead of skipping it.
+fn published(prefix: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pc-real");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the published Partner Center bodies are expected at {}",
+            dir.display()
+        );
+        eprintln!(
+            "{} is not here: published bodies not checked",
+            dir.display()
+        );
+        return Vec::new();
+    };
+    let mut files: Vec<(String, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with(prefix)
+                .then(|| std::fs::read_to_string(e.path()).ok().map(|t| (name, t)))
+                .flatten()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn subscribed_skus_read_every_published_body_and_refuse_the_broken_ones() {
+    let sim = Simulator::start(SimConfig::default()).await.expect("sim");
+    let c = client(&sim, &[FAST]).await;
+    let bodies = published("subscribedskus__");
+    for (name, body) in &bodies {
+        sim.set_knobs(Knobs {
+            subscribed_skus_body: Some(body.clone()),
+            ..Knobs::default()
+        });
+        let answer = c.subscribed_skus(seed()).await;
+        if name.ends_with(".json") {
+            let text = body.trim_start_matches('\u{feff}');
+            let expected: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+            let items = expected["items"].as_array().cloned().unwrap_or_default();
+            let got = answer.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.len(), items.len(), "{name}: every item");
+            for (g, e) in got.iter().zip(&items) {
+                assert_eq!(
+                    serde_json::Value::Object(g.clone()),
+                    *e,
+                    "{name}: stored whole"
+                );
+            }
+        } else {
+            assert!(answer.is_err(), "{name} is not JSON: refused");
+        }
+    }
+    // The simulated ones: a SKU per offer held, and free SKUs no subscription matches.
+    sim.set_knobs(Knobs::default());
+    let id = sim.customer_ids()[5];
+    let skus = c.subscribed_skus(id).await.expect("skus");
+    assert!(skus.len() >= 3, "{}", skus.len());
+    for s in skus.iter() {
+        let n = |k: &str| s.get(k).and_then(serde_json::Value::as_i64).unwrap_or(-1);
+        assert!(n("consumedUnits") >= 0 && n("consumedUnits") <= n("activeUnits").max(3));
+        assert!(
+            s["productSku"]["id"]
+                .as_str()
+                .is_some_and(|i| Uuid::parse_str(i).is_ok())
+        );
+    }
+    assert!(
+        skus.iter()
+            .any(|s| s["productSku"]["skuPartNumber"] == "FLOW_FREE")
+    );
+    assert_eq!(
+        c.subscribed_skus(id).await.expect("again"),
+        skus,
+        "the same answer until something changes"
+    );
+    let app_only = client(&sim, &[FAST, ("PCSYNC__AUTH__MODE", "app_only")]).await;
+    let err = app_only
+        .subscribed_skus(id)
+        .await
+        .expect_err("App+User only");
+    assert!(matches!(err, ApiError::Forbidden(_)), "{err}");
+}

@@ -245,6 +245,20 @@ impl PartnerCenterClient {
             })
     }
 
+    /// A customer's subscribed SKUs (licences and their use, App+User tokens only), proven
+    /// complete, as the objects Partner Center sent: the sync describes and reads them.
+    pub async fn subscribed_skus(
+        &self,
+        customer: Uuid,
+    ) -> Result<Complete<serde_json::Map<String, serde_json::Value>>, ApiError> {
+        let url = self.url(&format!("/v1/customers/{customer}/subscribedskus"))?;
+        let op = format!("GET /v1/customers/{customer}/subscribedskus");
+        paging::Pager::new(self, url, op.clone())
+            .collect()
+            .await?
+            .try_map(|raw| models::object_of(&raw).map_err(|e| self.decode_error(&op, e)))
+    }
+
     /// The activity log's records for whole days (UTC) from `start` to `end`, proven complete.
     pub async fn activity(
         &self,

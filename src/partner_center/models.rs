@@ -68,6 +68,8 @@ pub fn parse_page(body: &[u8]) -> Result<Page, PageError> {
     let total_count = match envelope.total_count {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        // Numbers arrive as strings at times (`"totalCount": "04"` in a published body).
+        Some(Value::String(t)) if t.trim().parse::<u64>().is_ok() => t.trim().parse().ok(),
         Some(other) => {
             return Err(PageError::Unreadable(format!(
                 "\"totalCount\" is {other}, not a count"
@@ -409,6 +411,8 @@ mod tests {
             parse_page(b"{\"totalCount\": 4, \"items\": [{\"id\": \"a\"}]}").expect("parses");
         assert_eq!(page.total_count, Some(4), "kept for the pager to check");
         assert!(parse_page(b"{\"totalCount\": \"many\", \"items\": []}").is_err());
+        let quoted = parse_page(b"{\"totalCount\": \"04\", \"items\": []}").expect("parses");
+        assert_eq!(quoted.total_count, Some(4), "a count written as a string");
     }
 
     #[test]

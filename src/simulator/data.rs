@@ -506,6 +506,109 @@ pub fn subscription(rng: &mut Rng, customer: Uuid, base: NaiveDate) -> Map<Strin
     s
 }
 
+/// Part numbers of SKUs a tenant has whatever its partner sold: free and trial SKUs, which no
+/// subscription of the customer's matches.
+const UNMATCHED_SKUS: &[(&str, &str)] = &[
+    ("FLOW_FREE", "Microsoft Power Automate Free"),
+    ("POWER_BI_STANDARD", "Power BI (free)"),
+];
+
+/// A stable GUID for a SKU part number (Entra SKU ids are GUIDs).
+fn sku_guid(part_number: &str) -> Uuid {
+    let mut rng = Rng::derive(0x5C0, part_number.len() as u64, {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in part_number.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    });
+    rng.uuid()
+}
+
+/// The customer's subscribed SKUs (licences and their use) in Partner Center's wire format:
+/// one SKU per offer its active and suspended subscriptions hold (whoever sold them), a
+/// new-commerce offer's part number as `PRODUCT/SKU`, a legacy offer's under its name, and two
+/// free SKUs no subscription matches. Consumed units are a stable share of the active ones, so
+/// they change only when the subscriptions do.
+pub fn subscribed_skus(data: &CustomerData) -> Vec<Value> {
+    let mut by_offer: std::collections::BTreeMap<String, (String, i64, i64)> =
+        std::collections::BTreeMap::new();
+    for s in &data.subscriptions {
+        let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+        let status = text("status");
+        if !matches!(status, "active" | "suspended") {
+            continue;
+        }
+        let offer = text("offerId");
+        let mut parts = offer.split(':');
+        let part_number = match (parts.next(), parts.next(), parts.next()) {
+            (Some(p), Some(k), Some(_)) => format!("{p}/{k}"),
+            _ => text("offerName")
+                .to_ascii_uppercase()
+                .replace([' ', '(', ')'], "_"),
+        };
+        let quantity = s.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+        let entry = by_offer
+            .entry(part_number)
+            .or_insert_with(|| (text("offerName").to_string(), 0, 0));
+        if status == "active" {
+            entry.1 += quantity;
+        } else {
+            entry.2 += quantity;
+        }
+    }
+    let mut items: Vec<Value> = by_offer
+        .into_iter()
+        .map(|(part_number, (name, active, suspended))| {
+            let guid = sku_guid(&part_number);
+            // 60 to 100 % of the active seats are assigned, stably per customer and SKU.
+            let share = 60 + (guid.as_u128() ^ data.id.as_u128()) % 41;
+            let consumed = active * share as i64 / 100;
+            sku_json(&guid, &name, &part_number, active, consumed, suspended)
+        })
+        .collect();
+    for (part_number, name) in UNMATCHED_SKUS {
+        items.push(sku_json(
+            &sku_guid(part_number),
+            name,
+            part_number,
+            10_000,
+            3,
+            0,
+        ));
+    }
+    items
+}
+
+fn sku_json(
+    id: &Uuid,
+    name: &str,
+    part_number: &str,
+    active: i64,
+    consumed: i64,
+    suspended: i64,
+) -> Value {
+    json!({
+        "availableUnits": (active - consumed).max(0),
+        "activeUnits": active,
+        "consumedUnits": consumed,
+        "suspendedUnits": suspended,
+        "totalUnits": active + suspended,
+        "warningUnits": 0,
+        "productSku": {
+            "id": id.to_string(),
+            "name": name,
+            "skuPartNumber": part_number,
+            "targetType": "User",
+            "licenseGroupId": "group1"
+        },
+        "servicePlans": [],
+        "capabilityStatus": "Enabled",
+        "attributes": {"objectType": "SubscribedSku"}
+    })
+}
+
 /// A managed service object, with portal links for the customer.
 pub fn managed_service(
     id: &str,

@@ -91,6 +91,9 @@ pub struct Knobs {
     /// Answer every page of the customer list with this body, byte for byte (for instance a
     /// body Microsoft published, from `shared/pc-real/`); `None`: the simulated list.
     pub customer_list_body: Option<String>,
+    /// Answer every customer's subscribed SKUs with this body, byte for byte; `None`: the
+    /// simulated ones.
+    pub subscribed_skus_body: Option<String>,
 }
 
 /// A fault injected into matching requests.
@@ -246,6 +249,7 @@ pub enum Endpoint {
     Customers,
     Subscriptions,
     ManagedServices,
+    SubscribedSkus,
     AuditRecords,
     Control,
     Other,

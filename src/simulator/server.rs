@@ -33,6 +33,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/v1/customers", get(customers))
         .route("/v1/customers/{id}/subscriptions", get(subscriptions))
         .route("/v1/customers/{id}/managedservices", get(managed_services))
+        .route("/v1/customers/{id}/subscribedskus", get(subscribed_skus))
         .route("/v1/auditrecords", get(audit_records))
         .route(EMPTY_PAGE, get(empty_page))
         .route("/_sim/stats", get(stats))
@@ -61,6 +62,7 @@ fn record(state: &State, endpoint: Endpoint, status: StatusCode) {
         Endpoint::Customers
         | Endpoint::Subscriptions
         | Endpoint::ManagedServices
+        | Endpoint::SubscribedSkus
         | Endpoint::AuditRecords => {
             s.api_requests += 1;
             if status == StatusCode::TOO_MANY_REQUESTS {
@@ -945,6 +947,50 @@ async fn managed_services(
                         "totalCount": items.len(),
                         "items": items,
                         "links": {"self": link(&format!("/customers/{}/managedservices", c.id))},
+                        "attributes": {"objectType": "Collection"}
+                    }))
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// `GET /v1/customers/{id}/subscribedskus`: the licences of the customer's tenant and their use
+/// (App+User tokens only).
+async fn subscribed_skus(
+    AxState(state): AxState<Shared>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let customer = Uuid::parse_str(&raw_id).ok();
+    let st = state.clone();
+    let verbatim = lock(&state.knobs).subscribed_skus_body.clone();
+    api(
+        &state,
+        &headers,
+        Endpoint::SubscribedSkus,
+        customer,
+        move |caller| {
+            if caller.app_only {
+                return Answer::Error(
+                    StatusCode::FORBIDDEN,
+                    900403,
+                    "This operation requires App+User credentials; App-only tokens are not supported."
+                        .into(),
+                );
+            }
+            match customer_answer(&st, &raw_id, Parts::SUBSCRIPTIONS) {
+                Err((s, c, d)) => Answer::Error(s, c, d),
+                Ok(_) if verbatim.is_some() => {
+                    Answer::Verbatim(verbatim.unwrap_or_default().into_bytes())
+                }
+                Ok(c) => {
+                    let items = super::data::subscribed_skus(&c);
+                    Answer::Ok(json!({
+                        "totalCount": items.len(),
+                        "items": items,
+                        "links": {"self": link(&format!("/customers/{}/subscribedskus", c.id))},
                         "attributes": {"objectType": "Collection"}
                     }))
                 }
