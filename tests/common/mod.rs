@@ -82,3 +82,27 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Where the published Partner Center bodies are (`PCSYNC_PC_REAL`, else `../shared/pc-real`
+/// beside the project), read at test time and never copied into the repository. `None` when
+/// they are not there; under `CI=true` that fails the test instead.
+pub fn pc_real_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("PCSYNC_PC_REAL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pc-real")
+        });
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the published Partner Center bodies are expected at {} (or PCSYNC_PC_REAL)",
+        dir.display()
+    );
+    eprintln!(
+        "{} is not here: the published Partner Center bodies are not checked",
+        dir.display()
+    );
+    None
+}
