@@ -410,14 +410,14 @@ async fn status(settings: &Settings, json: bool) -> Exit {
     };
     if json {
         match serde_json::to_string_pretty(&status) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => write_stdout(&format!("{text}\n")),
             Err(e) => {
                 eprintln!("pcsync status: {e}");
                 return Exit::Fatal;
             }
         }
     } else {
-        print!("{}", crate::status::render(&status));
+        write_stdout(&crate::status::render(&status));
     }
     if status.healthy {
         Exit::Ok
@@ -644,4 +644,12 @@ async fn simulate(args: SimulateArgs) -> Exit {
         crate::shutdown::Signal::Interrupt => Exit::Interrupted,
         crate::shutdown::Signal::Terminate => Exit::Terminated,
     }
+}
+
+/// Writes a command's output; a reader that went away (`pcsync status | head`) is not an
+/// error worth a panic: the exit code still says the status.
+fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

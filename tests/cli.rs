@@ -350,6 +350,23 @@ async fn status_exit_codes_fit_a_probe() {
         text.contains("Last passes") && text.contains("succeeded"),
         "{text}"
     );
+    // A reader that leaves early (`pcsync status | head -1`) gets no panic, only the status.
+    let mut early = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .arg("status")
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pcsync runs");
+    drop(early.stdout.take());
+    let early = early.wait_with_output().await.expect("exits");
+    assert_eq!(
+        early.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
     let json = pcsync(&["status", "--json"], &env).await;
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(parsed["healthy"], true);
