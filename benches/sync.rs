@@ -791,7 +791,9 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
             let (client, id) = (client.clone(), *id);
             fetches.spawn(async move {
                 let subs = client.subscriptions(id, None).await?;
-                let services = client.managed_services(id).await?;
+                let services = client
+                    .managed_services(id, pcsync::sync::resource::ManagedService::from_json)
+                    .await?;
                 Ok::<_, pcsync::partner_center::ApiError>(store::CustomerSnapshot {
                     customer: id,
                     attempt_started: chrono::Utc::now(),

@@ -18,6 +18,7 @@ use pcsync::simulator::{
     Change, Endpoint, FaultKind, FaultRule, Knobs, SEED_CUSTOMER_ID, SEED_MPN_ID,
     SIM_REFRESH_TOKEN, SimConfig, Simulator,
 };
+use pcsync::sync::resource::ManagedService;
 use uuid::Uuid;
 
 fn settings(sim: &Simulator, extra: &[(&str, &str)]) -> Settings {
@@ -80,15 +81,17 @@ async fn app_user_reads_subscriptions_and_managed_services() {
         "7 digits, truncated to the microseconds PostgreSQL keeps"
     );
     assert!(nce.raw.get().contains("\"refundableQuantity\""));
-    let services = c.managed_services(seed()).await.expect("managed services");
+    let services = c
+        .managed_services(seed(), ManagedService::from_json)
+        .await
+        .expect("managed services");
     assert_eq!(
         services.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
         vec!["Exchange", "MicrosoftCommunicationsOnline"]
     );
     assert!(
         services[0]
-            .admin_service_uri
-            .as_deref()
+            .text("admin_service_uri")
             .is_some_and(|u| u.contains("CSDEST=Exchange"))
     );
 
@@ -116,10 +119,19 @@ async fn app_only_and_v2_tokens() {
     )
     .await;
     assert_eq!(c.subscriptions(seed(), None).await.expect("subs").len(), 2);
-    let err = c.managed_services(seed()).await.expect_err("App+User only");
+    let err = c
+        .managed_services(seed(), ManagedService::from_json)
+        .await
+        .expect_err("App+User only");
     assert!(matches!(err, ApiError::Forbidden(_)), "{err}");
     let c = client(&sim, &[FAST, ("PCSYNC__AUTH__TOKEN_VERSION", "v2")]).await;
-    assert_eq!(c.managed_services(seed()).await.expect("services").len(), 2);
+    assert_eq!(
+        c.managed_services(seed(), ManagedService::from_json)
+            .await
+            .expect("services")
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -359,7 +371,11 @@ async fn the_budget_keeps_the_simulator_from_throttling() {
     let mut set = tokio::task::JoinSet::new();
     for id in sim.customer_ids().into_iter().take(60) {
         let c = c.clone();
-        set.spawn(async move { c.managed_services(id).await.map(|s| s.len()) });
+        set.spawn(async move {
+            c.managed_services(id, ManagedService::from_json)
+                .await
+                .map(|s| s.len())
+        });
     }
     while let Some(r) = set.join_next().await {
         r.expect("task").expect("request");

@@ -17,6 +17,7 @@ use pcsync::simulator::{
     FaultKind, FaultRule, Knobs, SEED_MPN_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN, SimConfig,
     Simulator,
 };
+use pcsync::sync::resource::ManagedService;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -79,7 +80,9 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
         });
     for id in sim.customer_ids().into_iter().take(5) {
         c.subscriptions(id, Some(SEED_MPN_ID)).await.expect("subs");
-        c.managed_services(id).await.expect("services");
+        c.managed_services(id, ManagedService::from_json)
+            .await
+            .expect("services");
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     c.customers(50).collect_all().await.expect("list");

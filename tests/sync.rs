@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::sim::{count, env, pass, pcsync_command, setup};
+use pcsync::partner_center::Subscription;
 use pcsync::partner_center::fields::Kind;
-use pcsync::partner_center::{ManagedService, Subscription};
 use pcsync::simulator::{Change, FaultKind, FaultRule, Knobs, SimConfig, Simulator};
 use pcsync::sync::RunStatus;
 use pcsync::sync::diff::Entity;
+use pcsync::sync::resource::ManagedService;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -121,9 +122,9 @@ async fn the_first_sync_stores_exactly_what_partner_center_holds() {
             .map(|m| {
                 (
                     m.id.clone(),
-                    m.name.clone(),
-                    m.group_name.clone(),
-                    m.admin_service_uri.clone(),
+                    m.text("name").map(str::to_string),
+                    m.text("group_name").map(str::to_string),
+                    m.text("admin_service_uri").map(str::to_string),
                     Value::Object(m.raw.clone()),
                 )
             })

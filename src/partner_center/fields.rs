@@ -161,27 +161,6 @@ pub const SUBSCRIPTION_FIELDS: &[Field] = &[
     f("suspension_reasons", &["suspensionReasons"], Kind::TextList),
 ];
 
-/// The managed service's fields with a column.
-pub const MANAGED_SERVICE_FIELDS: &[Field] = &[
-    f("name", &["name"], Kind::Text),
-    f("group_name", &["groupName"], Kind::Text),
-    f(
-        "admin_service_uri",
-        &["links", "adminService", "uri"],
-        Kind::Text,
-    ),
-    f(
-        "service_health_uri",
-        &["links", "serviceHealth", "uri"],
-        Kind::Text,
-    ),
-    f(
-        "service_ticket_uri",
-        &["links", "serviceTicket", "uri"],
-        Kind::Text,
-    ),
-];
-
 /// A field's value, typed by its [`Kind`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
@@ -360,7 +339,10 @@ mod tests {
 
     #[test]
     fn columns_are_unique_and_snake_case() {
-        for table in [SUBSCRIPTION_FIELDS, MANAGED_SERVICE_FIELDS] {
+        for table in [
+            SUBSCRIPTION_FIELDS,
+            crate::sync::resource::MANAGED_SERVICES.fields,
+        ] {
             let mut seen = std::collections::HashSet::new();
             for field in table {
                 assert!(seen.insert(field.column), "{} twice", field.column);

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 pub use auth::{AuthError, RefreshTokenStore, TokenProvider};
 pub use error::{ApiError, Context, Verdict};
-pub use models::{Customer, ManagedService, Subscription};
+pub use models::{Customer, ParseError, Subscription};
 pub use paging::{Complete, CustomerAnswer, CustomerPager, ListProblem};
 
 use crate::config::{Credentials, PartnerCenterSettings, is_mpn_id};
@@ -228,11 +228,13 @@ impl PartnerCenterClient {
             .try_map(|raw| Subscription::from_raw(raw).map_err(|e| self.decode_error(&op, e)))
     }
 
-    /// A customer's managed services (App+User tokens only), proven complete.
-    pub async fn managed_services(
+    /// A customer's managed services (App+User tokens only), proven complete, each read by
+    /// `parse` (the sync's description of the resource).
+    pub async fn managed_services<T>(
         &self,
         customer: Uuid,
-    ) -> Result<Complete<ManagedService>, ApiError> {
+        parse: impl Fn(serde_json::Map<String, serde_json::Value>) -> Result<T, ParseError>,
+    ) -> Result<Complete<T>, ApiError> {
         let url = self.url(&format!("/v1/customers/{customer}/managedservices"))?;
         let op = format!("GET /v1/customers/{customer}/managedservices");
         paging::Pager::new(self, url, op.clone())
@@ -240,7 +242,7 @@ impl PartnerCenterClient {
             .await?
             .try_map(|raw| {
                 models::object_of(&raw)
-                    .and_then(ManagedService::from_json)
+                    .and_then(&parse)
                     .map_err(|e| self.decode_error(&op, e))
             })
     }

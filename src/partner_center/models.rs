@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use super::fields::parse_timestamp;
-use super::fields::{self, Field, FieldValue, MANAGED_SERVICE_FIELDS, SUBSCRIPTION_FIELDS};
+use super::fields::{self, Field, FieldValue, SUBSCRIPTION_FIELDS};
 
 /// Responses may begin with a UTF-8 byte-order mark, which JSON parsers refuse.
 pub fn strip_bom(body: &[u8]) -> &[u8] {
@@ -309,41 +309,6 @@ fn read_at(
         };
     }
     fields::read(field, at)
-}
-
-/// A managed service: a service the partner administers for the customer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ManagedService {
-    pub id: String,
-    pub name: Option<String>,
-    pub group_name: Option<String>,
-    pub admin_service_uri: Option<String>,
-    pub service_health_uri: Option<String>,
-    pub service_ticket_uri: Option<String>,
-    pub raw: Map<String, Value>,
-}
-
-impl ManagedService {
-    pub fn from_json(map: Map<String, Value>) -> Result<ManagedService, ParseError> {
-        let id = text(&map, &["id"])?
-            .ok_or_else(|| ParseError("managed service without an id".into()))?;
-        let mut values = MANAGED_SERVICE_FIELDS
-            .iter()
-            .map(|f| text(&map, f.path))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ParseError(format!("managed service {id}: {e}")))?
-            .into_iter();
-        let mut next = || values.next().flatten();
-        Ok(ManagedService {
-            name: next(),
-            group_name: next(),
-            admin_service_uri: next(),
-            service_health_uri: next(),
-            service_ticket_uri: next(),
-            id,
-            raw: map,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::partner_center::fields::{
-    Field, FieldValue, MANAGED_SERVICE_FIELDS, SUBSCRIPTION_FIELDS,
-};
-use crate::partner_center::{Complete, ManagedService, Subscription};
+use crate::partner_center::fields::{Field, FieldValue, SUBSCRIPTION_FIELDS};
+use crate::partner_center::{Complete, Subscription};
 
 /// Which stored rows one fetch speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,29 +108,6 @@ impl Entity for Subscription {
                 new: text(new),
             })
             .collect()
-    }
-}
-
-impl Entity for ManagedService {
-    const KIND: &'static str = "managed_service";
-    const FIELDS: &'static [Field] = MANAGED_SERVICE_FIELDS;
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn values(&self) -> Vec<Option<String>> {
-        vec![
-            self.name.clone(),
-            self.group_name.clone(),
-            self.admin_service_uri.clone(),
-            self.service_health_uri.clone(),
-            self.service_ticket_uri.clone(),
-        ]
-    }
-
-    fn raw_json(&self) -> Value {
-        Value::Object(self.raw.clone())
     }
 }
 

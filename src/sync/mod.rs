@@ -9,6 +9,7 @@
 //! - [`activity`]: the activity log: which customers a partner user or app changed, and who.
 //! - [`lock`]: the advisory lock, held by the connection every write goes through.
 //! - [`plan`]: which customers a pass fetches, and why (named, due, new, retried).
+//! - [`resource`]: one description per resource (its table, key and fields), and its records.
 //! - [`store`]: the per-customer write and the run's bookkeeping rows.
 
 pub mod activity;
@@ -16,6 +17,7 @@ pub mod customers;
 pub mod diff;
 pub mod lock;
 pub mod plan;
+pub mod resource;
 pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
@@ -1236,7 +1238,10 @@ async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> Custome
         .subscriptions(customer.id, customer.mpn_id.as_deref());
     let services = async {
         if fetch_services {
-            ctx.client.managed_services(customer.id).await.map(Some)
+            ctx.client
+                .managed_services(customer.id, resource::ManagedService::from_json)
+                .await
+                .map(Some)
         } else {
             Ok(None)
         }

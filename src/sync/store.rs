@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::customers::ListedCustomer;
 use super::diff::{Entity, JsonChange, Op, Scope, Stored, diff, json_changes, needs_second_look};
+use super::resource::{MANAGED_SERVICES, ManagedService, ManagedServices, RecordDoc};
 use crate::partner_center::fields::{FieldValue, Kind, SUBSCRIPTION_FIELDS};
-use crate::partner_center::{Complete, ManagedService, Subscription};
+use crate::partner_center::{Complete, Subscription};
 
 /// One change, as written to `change_events` and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +182,11 @@ fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Err
 }
 
 fn stored_service(row: &PgRow) -> Result<StoredRow<ManagedService>, sqlx::Error> {
+    let values = MANAGED_SERVICES
+        .fields
+        .iter()
+        .map(|f| decode(row, f.column, f.kind))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(StoredRow {
         customer: row.try_get("customer_id")?,
         old_raw: row.try_get("old_raw")?,
@@ -188,15 +194,7 @@ fn stored_service(row: &PgRow) -> Result<StoredRow<ManagedService>, sqlx::Error>
             removed: row.try_get("removed")?,
             untracked: false,
             raw_same: Some(row.try_get("raw_same")?),
-            entity: ManagedService {
-                id: row.try_get("service_id")?,
-                name: row.try_get("name")?,
-                group_name: row.try_get("group_name")?,
-                admin_service_uri: row.try_get("admin_service_uri")?,
-                service_health_uri: row.try_get("service_health_uri")?,
-                service_ticket_uri: row.try_get("service_ticket_uri")?,
-                raw: serde_json::Map::new(),
-            },
+            entity: ManagedService::stored(row.try_get("id")?, values),
         },
     })
 }
@@ -259,36 +257,7 @@ fn write_statement() -> String {
               ON o.customer_id = up.customer_id AND o.id = up.subscription_id
             RETURNING 1
         ),
-        ms_up AS (
-            INSERT INTO pcsync.managed_services AS m (customer_id, service_id, name, group_name,
-                admin_service_uri, service_health_uri, service_ticket_uri, raw, first_seen_at,
-                changed_at)
-            SELECT u.customer_id, u.id, u.name, u.group_name, u.admin_service_uri,
-                u.service_health_uri, u.service_ticket_uri, u.raw, $3, $3
-            FROM jsonb_to_recordset($1::jsonb -> 'services')
-                AS u(customer_id uuid, id text, name text, group_name text,
-                     admin_service_uri text, service_health_uri text, service_ticket_uri text,
-                     raw jsonb)
-            ON CONFLICT (customer_id, service_id) DO UPDATE SET
-                name = EXCLUDED.name, group_name = EXCLUDED.group_name,
-                admin_service_uri = EXCLUDED.admin_service_uri,
-                service_health_uri = EXCLUDED.service_health_uri,
-                service_ticket_uri = EXCLUDED.service_ticket_uri, raw = EXCLUDED.raw,
-                changed_at = CASE
-                    WHEN m.removed_at IS NOT NULL
-                      OR (m.name, m.group_name, m.admin_service_uri, m.service_health_uri, m.service_ticket_uri)
-                         IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.group_name, EXCLUDED.admin_service_uri,
-                         EXCLUDED.service_health_uri, EXCLUDED.service_ticket_uri)
-                    THEN $3::timestamptz ELSE m.changed_at END,
-                removed_at = NULL
-            RETURNING 1
-        ),
-        ms_rm AS (
-            UPDATE pcsync.managed_services m SET removed_at = $3::timestamptz, changed_at = $3::timestamptz
-            FROM {services_removed}
-            WHERE m.customer_id = r.customer_id AND m.service_id = r.id AND m.removed_at IS NULL
-            RETURNING 1
-        ),
+        {services},
         ev AS (
             INSERT INTO pcsync.change_events
                 (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths,
@@ -309,7 +278,7 @@ fn write_statement() -> String {
             RETURNING 1
         )
         SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm) + (SELECT count(*) FROM untr)
-              + (SELECT count(*) FROM ms_up) + (SELECT count(*) FROM ms_rm))::bigint",
+              + (SELECT count(*) FROM services_up) + (SELECT count(*) FROM services_rm))::bigint",
         u_cols = qualified("u"),
         up_cols = qualified("up"),
         old = qualified("s"),
@@ -319,7 +288,7 @@ fn write_statement() -> String {
         untracked = key("untracked", "r"),
         closing = key("closing", "c"),
         opening = key("opening", "o"),
-        services_removed = key("services_removed", "r"),
+        services = MANAGED_SERVICES.write_ctes("services"),
     )
 }
 
@@ -394,18 +363,6 @@ struct SubscriptionRecord<'a> {
 }
 
 #[derive(Serialize)]
-struct ServiceRecord<'a> {
-    customer_id: Uuid,
-    id: &'a str,
-    name: Option<&'a str>,
-    group_name: Option<&'a str>,
-    admin_service_uri: Option<&'a str>,
-    service_health_uri: Option<&'a str>,
-    service_ticket_uri: Option<&'a str>,
-    raw: &'a serde_json::Map<String, Value>,
-}
-
-#[derive(Serialize)]
 struct EventRecord<'a> {
     customer_id: Uuid,
     entity: &'a str,
@@ -431,7 +388,7 @@ struct BatchDocument<'a> {
     untracked: Vec<Key>,
     closing: Vec<Key>,
     opening: Vec<Key>,
-    services: Vec<ServiceRecord<'a>>,
+    services: Vec<RecordDoc<'a, ManagedServices>>,
     services_removed: Vec<Key>,
     events: Vec<EventRecord<'a>>,
     customers: Vec<Attempt>,
@@ -528,20 +485,11 @@ pub async fn store_batch(
                 })
             })
             .collect();
-        let rows = sqlx::query(
-            "SELECT m.customer_id, m.service_id, m.name, m.group_name, m.admin_service_uri,
-                    m.service_health_uri, m.service_ticket_uri, m.removed_at IS NOT NULL AS removed,
-                    coalesce(m.raw = f.raw, false) AS raw_same,
-                    CASE WHEN f.raw IS NOT NULL AND m.raw <> f.raw THEN m.raw END AS old_raw
-             FROM pcsync.managed_services m
-             LEFT JOIN jsonb_to_recordset($2::jsonb) AS f(customer_id uuid, id text, raw jsonb)
-               ON f.customer_id = m.customer_id AND f.id = m.service_id
-             WHERE m.customer_id = ANY($1)",
-        )
-        .bind(&with_services)
-        .bind(sqlx::types::Json(&fetched))
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(&MANAGED_SERVICES.stored_rows_sql())
+            .bind(&with_services)
+            .bind(sqlx::types::Json(&fetched))
+            .fetch_all(&mut *conn)
+            .await?;
         for row in &rows {
             let r = stored_service(row)?;
             stored_services.entry(r.customer).or_default().push(r);
@@ -623,15 +571,9 @@ pub async fn store_batch(
                 | Op::Readded(m, _)
                 | Op::Tracked(m, _)
                 | Op::Changed(m, _)
-                | Op::RawChanged(m) => doc.services.push(ServiceRecord {
+                | Op::RawChanged(m) => doc.services.push(RecordDoc {
                     customer_id: f.customer,
-                    id: &m.id,
-                    name: m.name.as_deref(),
-                    group_name: m.group_name.as_deref(),
-                    admin_service_uri: m.admin_service_uri.as_deref(),
-                    service_health_uri: m.service_health_uri.as_deref(),
-                    service_ticket_uri: m.service_ticket_uri.as_deref(),
-                    raw: &m.raw,
+                    record: m,
                 }),
                 Op::Removed(id) | Op::Untracked(id) => doc.services_removed.push(key(id)),
             }
