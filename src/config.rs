@@ -254,6 +254,27 @@ pub struct SyncSettings {
     /// How often an incremental pass fetches a customer again whose subscription came due and
     /// whose date Partner Center has not moved yet (within the 3 days after the due moment).
     pub due_recheck: Duration,
+    /// Whether passes fetch subscribed SKUs (licence usage).
+    pub license_usage: LicenseUsage,
+}
+
+/// `sync.license_usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LicenseUsage {
+    /// On with App+User credentials, off with App-only (the endpoint needs App+User).
+    Auto,
+    On,
+    Off,
+}
+
+impl LicenseUsage {
+    pub fn enabled(self, mode: AuthMode) -> bool {
+        match self {
+            LicenseUsage::Auto => mode == AuthMode::AppUser,
+            LicenseUsage::On => true,
+            LicenseUsage::Off => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,6 +413,7 @@ struct RawSync {
     timezone: Option<String>,
     shutdown_grace_secs: Option<String>,
     due_recheck_secs: Option<String>,
+    license_usage: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -810,6 +832,22 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         86_400,
         21_600,
     )?);
+    let license_usage = choice(
+        "sync.license_usage",
+        raw.sync.license_usage.map(|v| v.to_ascii_lowercase()),
+        &[
+            ("auto", LicenseUsage::Auto),
+            ("true", LicenseUsage::On),
+            ("false", LicenseUsage::Off),
+        ],
+        LicenseUsage::Auto,
+    )?;
+    if license_usage == LicenseUsage::On && auth.mode == AuthMode::AppOnly {
+        return Err(invalid(
+            "sync.license_usage",
+            "true needs App+User credentials (Partner Center answers subscribedskus only to them), but auth.mode is \"app_only\": set sync.license_usage to auto or false, or auth.mode to \"app_user\"",
+        ));
+    }
 
     let log = LogSettings {
         format: choice(
@@ -899,6 +937,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             timezone,
             shutdown_grace,
             due_recheck,
+            license_usage,
         },
         log,
         clock: crate::clock::Clock::system(),

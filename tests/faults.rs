@@ -42,7 +42,8 @@ async fn holdings(s: &Setup, customer: Uuid) -> (i64, i64) {
 
 async fn events_of(s: &Setup, run: Uuid, customer: Uuid) -> Vec<(String, String)> {
     sqlx::query_as(
-        "SELECT kind, entity_id FROM pcsync.change_events WHERE run_id = $1 AND customer_id = $2",
+        "SELECT kind, entity_id FROM pcsync.change_events
+         WHERE run_id = $1 AND customer_id = $2 AND entity <> 'subscribed_sku'",
     )
     .bind(run)
     .bind(customer)

@@ -113,10 +113,10 @@ async fn an_incremental_pass_records_what_a_full_pass_would_and_who_made_it() {
     let stats = a.sim.stats();
     assert_eq!(stats.total(Endpoint::AuditRecords), 1);
     assert_eq!(inc.customers_total, 5);
-    assert_eq!(inc.api_requests, 1 + 2 * 5);
+    assert_eq!(inc.api_requests, 1 + 3 * 5);
     assert_eq!(
         full.api_requests,
-        1 + 2 * 30,
+        1 + 3 * 30,
         "a full pass reads the log too, to say who made its changes"
     );
     assert_eq!(full.attributed, 4);

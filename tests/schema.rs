@@ -19,6 +19,8 @@ const TABLES: &[&str] = &[
     "sync_errors",
     "renewal_announcements",
     "cancellation_window_announcements",
+    "subscribed_skus",
+    "subscribed_sku_history",
 ];
 
 async fn table_names(pool: &PgPool) -> Vec<String> {

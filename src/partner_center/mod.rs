@@ -296,6 +296,12 @@ impl PartnerCenterClient {
         })
     }
 
+    /// An object of a customer's answer that its description could not read: the customer's
+    /// error, with the request ids Microsoft support asks for.
+    pub fn unreadable(&self, customer: Uuid, endpoint: &str, e: models::ParseError) -> ApiError {
+        self.decode_error(&format!("GET /v1/customers/{customer}/{endpoint}"), e)
+    }
+
     fn decode_error(&self, op: &str, e: models::ParseError) -> ApiError {
         ApiError::Decode(self.context(op, e.0))
     }

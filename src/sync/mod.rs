@@ -363,6 +363,8 @@ struct TaskContext {
     failed: AtomicU64,
     client: PartnerCenterClient,
     fetch_managed_services: bool,
+    /// `sync.license_usage` resolved for the credentials: fetch subscribed SKUs.
+    fetch_license_usage: bool,
     cancel: CancellationToken,
     second_looks: AtomicU64,
     clock: crate::clock::Clock,
@@ -436,12 +438,14 @@ async fn pass(
         client,
         attribute_since,
     } = prepared;
-    let fetch_managed_services = client.tokens().mode() == AuthMode::AppUser;
+    let client_mode = client.tokens().mode();
+    let fetch_managed_services = client_mode == AuthMode::AppUser;
     let ctx = Arc::new(TaskContext {
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         client,
         fetch_managed_services,
+        fetch_license_usage: settings.sync.license_usage.enabled(client_mode),
         cancel: cancel.clone(),
         second_looks: AtomicU64::new(0),
         clock: settings.clock.clone(),
@@ -1231,6 +1235,7 @@ fn record_outcome(o: &store::StoreOutcome, written: &mut Written) {
 async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> CustomerResult {
     let attempt_started = ctx.clock.now();
     let fetch_services = ctx.fetch_managed_services && planned.needs_managed_services();
+    let fetch_skus = ctx.fetch_license_usage && planned.needs_managed_services();
     let customer = planned.customer;
     let scope = Scope::of(customer.mpn_id.as_deref());
     let subs = ctx
@@ -1246,15 +1251,34 @@ async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> Custome
             Ok(None)
         }
     };
-    let (subs, services) = tokio::join!(subs, services);
+    let skus = async {
+        if fetch_skus {
+            ctx.client
+                .subscribed_skus(customer.id)
+                .await
+                .and_then(|all| {
+                    all.try_map(resource::SubscribedSku::from_json)
+                        .map_err(|e| ctx.client.unreadable(customer.id, "subscribedskus", e))
+                })
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    // The customer is fetched whole or fails whole: one failed resource fails it, and nothing
+    // stored for it changes.
+    let (subs, services, skus) = tokio::join!(subs, services, skus);
     let failed = |operation, e: &ApiError| failure_of(customer.id, attempt_started, operation, e);
-    let (subscriptions, services) = match (subs, services) {
-        (Err(ApiError::Cancelled), _) | (_, Err(ApiError::Cancelled)) => {
+    let (subscriptions, services, skus) = match (subs, services, skus) {
+        (Err(ApiError::Cancelled), _, _)
+        | (_, Err(ApiError::Cancelled), _)
+        | (_, _, Err(ApiError::Cancelled)) => {
             return CustomerResult::Cancelled;
         }
-        (Ok(subscriptions), Ok(services)) => (subscriptions, services),
-        (Err(e), _) => return failed("get_subscriptions", &e),
-        (_, Err(e)) => return failed("get_managed_services", &e),
+        (Ok(subscriptions), Ok(services), Ok(skus)) => (subscriptions, services, skus),
+        (Err(e), _, _) => return failed("get_subscriptions", &e),
+        (_, Err(e), _) => return failed("get_managed_services", &e),
+        (_, _, Err(e)) => return failed("get_subscribed_skus", &e),
     };
     CustomerResult::Fetched(store::CustomerSnapshot {
         customer: customer.id,
@@ -1262,6 +1286,7 @@ async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> Custome
         scope,
         subscriptions,
         services,
+        skus,
         first_look: None,
     })
 }

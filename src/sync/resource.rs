@@ -4,8 +4,8 @@
 //! (through [`Entity`]), the stored-row read and the batch statement's parts are generated from
 //! the description, so adding a resource means its description, its migration and its tests.
 //!
-//! Managed services are described here. Subscriptions keep their own path for now (a partner
-//! filter, untracked rows, the second look and their history); they move onto this one next.
+//! Managed services and subscribed SKUs are described here. Subscriptions keep their own path
+//! for now (a partner filter, untracked rows, the second look); they move onto this one next.
 
 use std::marker::PhantomData;
 
@@ -24,8 +24,15 @@ pub struct Resource {
     pub entity: &'static str,
     /// The table in schema `pcsync`.
     pub table: &'static str,
-    /// The table's key column beside `customer_id`: the object's `id`.
+    /// The table's key column beside `customer_id`.
     pub key: &'static str,
+    /// Where the object's id sits (`["id"]`, `["productSku", "id"]`).
+    pub id_path: &'static [&'static str],
+    /// The history table (one version per change of a field), if the resource keeps one.
+    pub history: Option<&'static str>,
+    /// Columns stored but not compared: a change of them alone is no event (a value derived
+    /// from others, such as `available_units`).
+    pub undiffed: &'static [&'static str],
     /// Its business fields, each a column.
     pub fields: &'static [Field],
     /// How messages name one ("managed service").
@@ -46,6 +53,9 @@ pub const MANAGED_SERVICES: Resource = Resource {
     entity: "managed_service",
     table: "managed_services",
     key: "service_id",
+    id_path: &["id"],
+    history: None,
+    undiffed: &[],
     fields: &[
         field("name", &["name"], Kind::Text),
         field("group_name", &["groupName"], Kind::Text),
@@ -78,6 +88,50 @@ impl Described for ManagedServices {
 
 /// A managed service as read.
 pub type ManagedService = Record<ManagedServices>;
+
+/// A subscribed SKU: licences of one SKU in the customer's tenant, and how many are assigned.
+pub const SUBSCRIBED_SKUS: Resource = Resource {
+    entity: "subscribed_sku",
+    table: "subscribed_skus",
+    key: "sku_id",
+    id_path: &["productSku", "id"],
+    history: Some("subscribed_sku_history"),
+    undiffed: &["available_units"],
+    fields: &[
+        field("sku_name", &["productSku", "name"], Kind::Text),
+        field(
+            "sku_part_number",
+            &["productSku", "skuPartNumber"],
+            Kind::Text,
+        ),
+        field("target_type", &["productSku", "targetType"], Kind::Text),
+        field(
+            "license_group_id",
+            &["productSku", "licenseGroupId"],
+            Kind::Text,
+        ),
+        field("capability_status", &["capabilityStatus"], Kind::Text),
+        field("total_units", &["totalUnits"], Kind::Integer),
+        field("active_units", &["activeUnits"], Kind::Integer),
+        field("consumed_units", &["consumedUnits"], Kind::Integer),
+        field("suspended_units", &["suspendedUnits"], Kind::Integer),
+        field("warning_units", &["warningUnits"], Kind::Integer),
+        field("available_units", &["availableUnits"], Kind::Integer),
+        field("service_plans", &["servicePlans"], Kind::Json),
+    ],
+    noun: "subscribed SKU",
+};
+
+/// Stands for [`SUBSCRIBED_SKUS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribedSkus {}
+
+impl Described for SubscribedSkus {
+    const RESOURCE: &'static Resource = &SUBSCRIBED_SKUS;
+}
+
+/// A subscribed SKU as read.
+pub type SubscribedSku = Record<SubscribedSkus>;
 
 /// One object of a resource: its id, its fields typed in the description's order, its whole
 /// JSON.
@@ -128,7 +182,7 @@ impl<R: Described> Record<R> {
     /// value of the wrong type is an error naming the object, the field and the value.
     pub fn from_json(map: Map<String, Value>) -> Result<Record<R>, ParseError> {
         let r = R::RESOURCE;
-        let id = match at(&map, &["id"]) {
+        let id = match at(&map, r.id_path) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(ParseError(format!("{} without an id", r.noun))),
@@ -204,7 +258,7 @@ impl<R: Described> Entity for Record<R> {
             .iter()
             .zip(&new.values)
             .zip(R::RESOURCE.fields)
-            .filter(|((o, n), _)| o != n)
+            .filter(|((o, n), f)| o != n && !R::RESOURCE.undiffed.contains(&f.column))
             .map(|((old, new), field)| FieldChange {
                 field: field.column,
                 old: text(old),
@@ -295,7 +349,7 @@ impl Resource {
                     WHEN t.removed_at IS NOT NULL OR ({old}) IS DISTINCT FROM ({new})
                     THEN $3::timestamptz ELSE t.changed_at END,
                 removed_at = NULL
-            RETURNING 1
+            RETURNING t.customer_id, t.{key} AS id, {t_cols}
         ),
         {part}_rm AS (
             UPDATE pcsync.{table} t SET removed_at = $3::timestamptz, changed_at = $3::timestamptz
@@ -308,7 +362,38 @@ impl Resource {
             u_cols = self.columns(Some("u")),
             record = self.record_definition(),
             old = self.columns(Some("t")),
+            t_cols = self.columns(Some("t")),
             new = self.columns(Some("EXCLUDED")),
+        ) + &self.history_ctes(part)
+    }
+
+    /// With a history table: `{part}_closed` ends the current version of the
+    /// `{part}_closing` keys, `{part}_opened` opens one for the `{part}_opening` keys from the
+    /// upserted rows (`$2` is the run). The no-overlap rule is checked at the end of the
+    /// transaction, so one statement may close and open.
+    fn history_ctes(&self, part: &str) -> String {
+        let Some(history) = self.history else {
+            return String::new();
+        };
+        format!(
+            ",
+        {part}_closed AS (
+            UPDATE pcsync.{history} h SET valid_to = $3::timestamptz
+            FROM jsonb_to_recordset($1::jsonb -> '{part}_closing') AS c(customer_id uuid, id text)
+            WHERE h.customer_id = c.customer_id AND h.{key} = c.id AND h.valid_to IS NULL
+            RETURNING 1
+        ),
+        {part}_opened AS (
+            INSERT INTO pcsync.{history} (customer_id, {key}, valid_from, run_id, {cols})
+            SELECT up.customer_id, up.id, $3, $2, {up_cols}
+            FROM {part}_up up
+            JOIN jsonb_to_recordset($1::jsonb -> '{part}_opening') AS o(customer_id uuid, id text)
+              ON o.customer_id = up.customer_id AND o.id = up.id
+            RETURNING 1
+        )",
+            key = self.key,
+            cols = self.columns(None),
+            up_cols = self.columns(Some("up")),
         )
     }
 }
@@ -342,5 +427,33 @@ mod tests {
         assert!(e.0.contains("managed service X"), "{}", e.0);
         assert!(ManagedService::from_json(obj(json!({"name": "n"}))).is_err());
         assert_eq!(<ManagedService as Entity>::KIND, "managed_service");
+    }
+
+    #[test]
+    fn a_subscribed_sku_reads_by_its_description_and_available_units_is_no_event() {
+        let sku = |consumed: i64, available: i64| {
+            SubscribedSku::from_json(obj(json!({
+                "availableUnits": available, "activeUnits": "5", "consumedUnits": consumed,
+                "suspendedUnits": 0, "totalUnits": 5, "warningUnits": 0,
+                "productSku": {"id": "efccb6f7-5641-4e0e-bd10-b4976e1bf68e", "name": "EMS E3",
+                               "skuPartNumber": "EMS", "targetType": "User", "licenseGroupId": "group1"},
+                "servicePlans": [], "capabilityStatus": "Enabled"
+            })))
+            .expect("reads")
+        };
+        let (before, after) = (sku(1, 4), sku(3, 2));
+        assert_eq!(before.id, "efccb6f7-5641-4e0e-bd10-b4976e1bf68e");
+        assert_eq!(before.text("sku_part_number"), Some("EMS"));
+        let changes = before.changed_fields(&after);
+        assert_eq!(
+            changes,
+            vec![FieldChange {
+                field: "consumed_units",
+                old: Some("1".into()),
+                new: Some("3".into())
+            }],
+            "one event: consumed; available moves with it"
+        );
+        assert!(SubscribedSku::from_json(obj(json!({"productSku": {}}))).is_err());
     }
 }

@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use super::customers::ListedCustomer;
 use super::diff::{Entity, JsonChange, Op, Scope, Stored, diff, json_changes, needs_second_look};
-use super::resource::{MANAGED_SERVICES, ManagedService, ManagedServices, RecordDoc};
+use super::resource::{
+    Described, ManagedService, ManagedServices, Record, RecordDoc, SubscribedSku, SubscribedSkus,
+};
 use crate::partner_center::fields::{FieldValue, Kind, SUBSCRIPTION_FIELDS};
 use crate::partner_center::{Complete, Subscription};
 
@@ -181,8 +183,8 @@ fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Err
     })
 }
 
-fn stored_service(row: &PgRow) -> Result<StoredRow<ManagedService>, sqlx::Error> {
-    let values = MANAGED_SERVICES
+fn stored_record<R: Described>(row: &PgRow) -> Result<StoredRow<Record<R>>, sqlx::Error> {
+    let values = R::RESOURCE
         .fields
         .iter()
         .map(|f| decode(row, f.column, f.kind))
@@ -194,9 +196,113 @@ fn stored_service(row: &PgRow) -> Result<StoredRow<ManagedService>, sqlx::Error>
             removed: row.try_get("removed")?,
             untracked: false,
             raw_same: Some(row.try_get("raw_same")?),
-            entity: ManagedService::stored(row.try_get("id")?, values),
+            entity: Record::stored(row.try_get("id")?, values),
         },
     })
+}
+
+/// The stored rows of a described resource for the customers of `batch` whose fetch holds it
+/// (`pick`), by customer; PostgreSQL compares the raw JSON, so unchanged rows are not read
+/// back whole.
+async fn read_stored<R: Described>(
+    conn: &mut PgConnection,
+    batch: &[CustomerSnapshot],
+    pick: impl Fn(&CustomerSnapshot) -> Option<&Complete<Record<R>>>,
+) -> Result<HashMap<Uuid, Vec<StoredRow<Record<R>>>>, sqlx::Error> {
+    let with: Vec<Uuid> = batch
+        .iter()
+        .filter(|f| pick(f).is_some())
+        .map(|f| f.customer)
+        .collect();
+    let mut stored: HashMap<Uuid, Vec<StoredRow<Record<R>>>> = HashMap::new();
+    if with.is_empty() {
+        return Ok(stored);
+    }
+    let fetched: Vec<FetchedRecord<'_, serde_json::Map<String, Value>>> = batch
+        .iter()
+        .flat_map(|f| {
+            pick(f).into_iter().flatten().map(|r| FetchedRecord {
+                customer_id: f.customer,
+                id: &r.id,
+                raw: &r.raw,
+            })
+        })
+        .collect();
+    let rows = sqlx::query(&R::RESOURCE.stored_rows_sql())
+        .bind(&with)
+        .bind(sqlx::types::Json(&fetched))
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in &rows {
+        let r = stored_record::<R>(row)?;
+        stored.entry(r.customer).or_default().push(r);
+    }
+    Ok(stored)
+}
+
+/// A described resource's part of the batch document: rows to upsert, keys removed, and
+/// (with a history) versions to close and open.
+struct Part<'a, R> {
+    up: Vec<RecordDoc<'a, R>>,
+    removed: Vec<Key>,
+    closing: Vec<Key>,
+    opening: Vec<Key>,
+}
+
+impl<R> Default for Part<'_, R> {
+    fn default() -> Self {
+        Part {
+            up: Vec::new(),
+            removed: Vec::new(),
+            closing: Vec::new(),
+            opening: Vec::new(),
+        }
+    }
+}
+
+impl<'a, R: Described> Part<'a, R> {
+    /// Adds one customer's operations; returns the rows they write.
+    fn add(&mut self, customer: Uuid, ops: &[Op<'a, Record<R>>]) -> u64 {
+        let key = |id: &str| Key {
+            customer_id: customer,
+            id: id.to_string(),
+        };
+        let history = R::RESOURCE.history.is_some();
+        for op in ops {
+            match op {
+                Op::Added(r) | Op::Readded(r, _) | Op::Tracked(r, _) => {
+                    self.up.push(RecordDoc {
+                        customer_id: customer,
+                        record: r,
+                    });
+                    if history {
+                        self.opening.push(key(&r.id));
+                    }
+                }
+                Op::Changed(r, _) => {
+                    self.up.push(RecordDoc {
+                        customer_id: customer,
+                        record: r,
+                    });
+                    if history {
+                        self.closing.push(key(&r.id));
+                        self.opening.push(key(&r.id));
+                    }
+                }
+                Op::RawChanged(r) => self.up.push(RecordDoc {
+                    customer_id: customer,
+                    record: r,
+                }),
+                Op::Removed(id) | Op::Untracked(id) => {
+                    self.removed.push(key(id));
+                    if history {
+                        self.closing.push(key(id));
+                    }
+                }
+            }
+        }
+        ops.len() as u64
+    }
 }
 
 /// Every write of a batch of customers as a single statement over one JSON document ($1; the
@@ -258,6 +364,7 @@ fn write_statement() -> String {
             RETURNING 1
         ),
         {services},
+        {skus},
         ev AS (
             INSERT INTO pcsync.change_events
                 (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths,
@@ -278,7 +385,8 @@ fn write_statement() -> String {
             RETURNING 1
         )
         SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm) + (SELECT count(*) FROM untr)
-              + (SELECT count(*) FROM services_up) + (SELECT count(*) FROM services_rm))::bigint",
+              + (SELECT count(*) FROM services_up) + (SELECT count(*) FROM services_rm)
+              + (SELECT count(*) FROM skus_up) + (SELECT count(*) FROM skus_rm))::bigint",
         u_cols = qualified("u"),
         up_cols = qualified("up"),
         old = qualified("s"),
@@ -288,7 +396,8 @@ fn write_statement() -> String {
         untracked = key("untracked", "r"),
         closing = key("closing", "c"),
         opening = key("opening", "o"),
-        services = MANAGED_SERVICES.write_ctes("services"),
+        services = ManagedServices::RESOURCE.write_ctes("services"),
+        skus = SubscribedSkus::RESOURCE.write_ctes("skus"),
     )
 }
 
@@ -304,6 +413,9 @@ pub struct CustomerSnapshot {
     /// `None` when managed services were not fetched (App-only): the stored ones are then
     /// left as they are.
     pub services: Option<Complete<ManagedService>>,
+    /// `None` when subscribed SKUs were not fetched (App-only, `sync.license_usage = false`, a
+    /// customer fetched only for a due date): the stored ones are then left as they are.
+    pub skus: Option<Complete<SubscribedSku>>,
     /// For a second look before a mass removal: the subscriptions the first answer would
     /// have removed. This answer is stored only if it removes exactly these.
     pub first_look: Option<BTreeSet<String>>,
@@ -390,6 +502,10 @@ struct BatchDocument<'a> {
     opening: Vec<Key>,
     services: Vec<RecordDoc<'a, ManagedServices>>,
     services_removed: Vec<Key>,
+    skus: Vec<RecordDoc<'a, SubscribedSkus>>,
+    skus_removed: Vec<Key>,
+    skus_closing: Vec<Key>,
+    skus_opening: Vec<Key>,
     events: Vec<EventRecord<'a>>,
     customers: Vec<Attempt>,
 }
@@ -468,40 +584,19 @@ pub async fn store_batch(
         let r = stored_subscription(row)?;
         stored_subs.entry(r.customer).or_default().push(r);
     }
-    let with_services: Vec<Uuid> = batch
-        .iter()
-        .filter(|f| f.services.is_some())
-        .map(|f| f.customer)
-        .collect();
-    let mut stored_services: HashMap<Uuid, Vec<StoredRow<ManagedService>>> = HashMap::new();
-    if !with_services.is_empty() {
-        let fetched: Vec<FetchedRecord<'_, serde_json::Map<String, Value>>> = batch
-            .iter()
-            .flat_map(|f| {
-                f.services.iter().flatten().map(|s| FetchedRecord {
-                    customer_id: f.customer,
-                    id: &s.id,
-                    raw: &s.raw,
-                })
-            })
-            .collect();
-        let rows = sqlx::query(&MANAGED_SERVICES.stored_rows_sql())
-            .bind(&with_services)
-            .bind(sqlx::types::Json(&fetched))
-            .fetch_all(&mut *conn)
-            .await?;
-        for row in &rows {
-            let r = stored_service(row)?;
-            stored_services.entry(r.customer).or_default().push(r);
-        }
-    }
+    let mut stored_services =
+        read_stored::<ManagedServices>(conn, batch, |f| f.services.as_ref()).await?;
+    let mut stored_skus = read_stored::<SubscribedSkus>(conn, batch, |f| f.skus.as_ref()).await?;
 
     let mut doc = BatchDocument::default();
+    let mut services_part = Part::<ManagedServices>::default();
+    let mut skus_part = Part::<SubscribedSkus>::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut verdicts = Vec::new();
     for f in batch {
         let subs = split(stored_subs.remove(&f.customer).unwrap_or_default());
         let services = split(stored_services.remove(&f.customer).unwrap_or_default());
+        let skus = split(stored_skus.remove(&f.customer).unwrap_or_default());
         let sub_ops = diff(&f.subscriptions, &f.scope, &subs.0);
         let removals: BTreeSet<String> = sub_ops
             .iter()
@@ -564,22 +659,15 @@ pub async fn store_batch(
                 }
             }
         }
-        for op in &ms_ops {
-            rows += 1;
-            match op {
-                Op::Added(m)
-                | Op::Readded(m, _)
-                | Op::Tracked(m, _)
-                | Op::Changed(m, _)
-                | Op::RawChanged(m) => doc.services.push(RecordDoc {
-                    customer_id: f.customer,
-                    record: m,
-                }),
-                Op::Removed(id) | Op::Untracked(id) => doc.services_removed.push(key(id)),
-            }
-        }
+        let sku_ops = match &f.skus {
+            Some(fetched) => diff(fetched, &Scope::AllPartners, &skus.0),
+            None => Vec::new(),
+        };
+        rows += services_part.add(f.customer, &ms_ops);
+        rows += skus_part.add(f.customer, &sku_ops);
         let mut events = events_of(&sub_ops, &subs.1);
         events.extend(events_of(&ms_ops, &services.1));
+        events.extend(events_of(&sku_ops, &skus.1));
         outcomes.push(StoreOutcome {
             customer: f.customer,
             events,
@@ -590,6 +678,12 @@ pub async fn store_batch(
             attempt: f.attempt_started,
         });
     }
+    doc.services = services_part.up;
+    doc.services_removed = services_part.removed;
+    doc.skus = skus_part.up;
+    doc.skus_removed = skus_part.removed;
+    doc.skus_closing = skus_part.closing;
+    doc.skus_opening = skus_part.opening;
     for o in &outcomes {
         for e in &o.events {
             doc.events.push(EventRecord {
