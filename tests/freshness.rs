@@ -39,19 +39,7 @@ async fn world(customers: u32, clock: &Clock) -> Setup {
 
 /// Changes fields of a subscription as Microsoft would: no activity record.
 fn microsoft_sets(s: &Setup, customer: Uuid, subscription: &str, fields: &[(&str, Value)]) {
-    for (field, value) in fields {
-        s.sim
-            .apply_as(
-                Change::SetSubscriptionField {
-                    customer_id: customer,
-                    subscription_id: subscription.to_string(),
-                    field: field.to_string(),
-                    value: value.clone(),
-                },
-                &Actor::System,
-            )
-            .expect("change");
-    }
+    common::sim::set_fields_as(s, &Actor::System, customer, subscription, fields);
 }
 
 /// Moves every date of the customer's subscriptions far ahead and closes its refund windows,

@@ -24,19 +24,7 @@ fn day_text(d: NaiveDate) -> String {
 }
 
 fn sets(s: &Setup, customer: Uuid, subscription: &str, fields: &[(&str, Value)]) {
-    for (field, value) in fields {
-        s.sim
-            .apply_as(
-                Change::SetSubscriptionField {
-                    customer_id: customer,
-                    subscription_id: subscription.to_string(),
-                    field: field.to_string(),
-                    value: value.clone(),
-                },
-                &Actor::System,
-            )
-            .expect("change");
-    }
+    common::sim::set_fields_as(s, &Actor::System, customer, subscription, fields);
 }
 
 /// A term of `term` ending in `days`, auto-renewing or not, with no refund window open.

@@ -930,13 +930,8 @@ async fn managed_services(
         Endpoint::ManagedServices,
         customer,
         move |caller| {
-            if caller.app_only {
-                return Answer::Error(
-                StatusCode::FORBIDDEN,
-                900403,
-                "This operation requires App+User credentials; App-only tokens are not supported."
-                    .into(),
-            );
+            if let Some(refused) = app_user_only(caller) {
+                return refused;
             }
             match customer_answer(&st, &raw_id, Parts::MANAGED_SERVICES) {
                 Err((s, c, d)) => Answer::Error(s, c, d),
@@ -956,6 +951,18 @@ async fn managed_services(
     .await
 }
 
+/// Partner Center's answer to an App-only token on an App+User-only endpoint.
+fn app_user_only(caller: &Caller) -> Option<Answer> {
+    caller.app_only.then(|| {
+        Answer::Error(
+            StatusCode::FORBIDDEN,
+            900403,
+            "This operation requires App+User credentials; App-only tokens are not supported."
+                .into(),
+        )
+    })
+}
+
 /// `GET /v1/customers/{id}/subscribedskus`: the licences of the customer's tenant and their use
 /// (App+User tokens only).
 async fn subscribed_skus(
@@ -972,13 +979,8 @@ async fn subscribed_skus(
         Endpoint::SubscribedSkus,
         customer,
         move |caller| {
-            if caller.app_only {
-                return Answer::Error(
-                    StatusCode::FORBIDDEN,
-                    900403,
-                    "This operation requires App+User credentials; App-only tokens are not supported."
-                        .into(),
-                );
+            if let Some(refused) = app_user_only(caller) {
+                return refused;
             }
             match customer_answer(&st, &raw_id, Parts::SUBSCRIPTIONS) {
                 Err((s, c, d)) => Answer::Error(s, c, d),

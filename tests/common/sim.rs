@@ -147,3 +147,27 @@ pub async fn webhook() -> (
     });
     (format!("http://{addr}/hook"), got)
 }
+
+/// Sets fields of a subscription as `actor` (`Actor::System`: as Microsoft would, without an
+/// activity record).
+pub fn set_fields_as(
+    s: &Setup,
+    actor: &pcsync::simulator::Actor,
+    customer: uuid::Uuid,
+    subscription: &str,
+    fields: &[(&str, serde_json::Value)],
+) {
+    for (field, value) in fields {
+        s.sim
+            .apply_as(
+                pcsync::simulator::Change::SetSubscriptionField {
+                    customer_id: customer,
+                    subscription_id: subscription.to_string(),
+                    field: field.to_string(),
+                    value: value.clone(),
+                },
+                actor,
+            )
+            .expect("change");
+    }
+}
