@@ -130,6 +130,25 @@ async fn renewal_decisions_tell_a_decision_from_a_monthly_roll_over() {
         "a monthly term is no decision"
     );
     assert_eq!(decision(&s, &subs[4]).await, None, "beyond 90 days");
+    // With the matched SKU's unassigned seats, counted once per customer and SKU.
+    let mut tx = s.db.pool.begin().await.expect("tx");
+    pcsync::clock::set_for_transaction(&mut tx, &clock)
+        .await
+        .expect("clock");
+    let (seats, counted, usage): (Option<i64>, bool, Option<i64>) = sqlx::query_as(
+        "SELECT d.unassigned_seats, d.unassigned_counted,
+                (SELECT u.unassigned FROM pcsync.license_usage u
+                 WHERE u.customer_id = d.customer_id AND u.offer_id = d.offer_id)
+         FROM pcsync.renewal_decisions d WHERE d.subscription_id = $1",
+    )
+    .bind(&subs[0])
+    .fetch_one(&mut *tx)
+    .await
+    .expect("decision");
+    drop(tx);
+    assert!(seats.is_some(), "the simulator's SKUs match its offers");
+    assert_eq!(seats, usage);
+    assert!(counted);
 
     // On the clock: 10 days later it has 10 days left.
     clock.set(noon() + Duration::days(10));

@@ -21,6 +21,9 @@ const TABLES: &[&str] = &[
     "cancellation_window_announcements",
     "subscribed_skus",
     "subscribed_sku_history",
+    "usage_exclusions",
+    "usage_settings",
+    "sku_offers",
 ];
 
 async fn table_names(pool: &PgPool) -> Vec<String> {

@@ -255,3 +255,158 @@ async fn license_usage_follows_the_credentials_and_says_which_keys_disagree() {
         "{text}"
     );
 }
+
+fn usage_body() -> String {
+    let sku = |id: &str, name: &str, part: &str, active: i64, consumed: i64| {
+        serde_json::json!({
+            "availableUnits": (active - consumed).max(0), "activeUnits": active,
+            "consumedUnits": consumed, "suspendedUnits": 0, "totalUnits": active, "warningUnits": 0,
+            "productSku": {"id": id, "name": name, "skuPartNumber": part, "targetType": "User",
+                           "licenseGroupId": "group1"},
+            "servicePlans": [], "capabilityStatus": "Enabled"})
+    };
+    serde_json::json!({"totalCount": 3, "items": [
+        sku("05e9a617-0261-4cee-bb44-138d3ef5d965", "Microsoft 365 E3", "SPE_E3", 40, 30),
+        sku("f30db892-07e9-47e9-837c-80727f46fd3d", "Microsoft Power Automate Free", "FLOW_FREE", 10000, 3),
+        sku("6fd2c87f-b296-42f0-b197-1e91e994b900", "Office 365 E3", "ENTERPRISEPACK", 10, 12)
+    ]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn unassigned_seats_honour_exclusions_and_the_spare_allowance() {
+    let s = setup(SimConfig {
+        customers: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    serve(&s, &usage_body());
+    pass(&s, &[]).await;
+    let usage: Vec<(String, i64, i64, String)> = sqlx::query_as(
+        "SELECT sku_part_number, unassigned, over_assigned, match_basis
+         FROM pcsync.license_usage ORDER BY sku_part_number",
+    )
+    .fetch_all(&s.db.pool)
+    .await
+    .expect("usage");
+    assert_eq!(
+        usage,
+        vec![
+            ("ENTERPRISEPACK".into(), 0, 2, "unmatched".into()),
+            ("FLOW_FREE".into(), 9997, 0, "unmatched".into()),
+            ("SPE_E3".into(), 10, 0, "unmatched".into()),
+        ]
+    );
+    let unassigned = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT sku_part_number, unassigned_beyond_spare FROM pcsync.unassigned_seats",
+        )
+        .fetch_all(&s.db.pool)
+        .await
+        .expect("unassigned")
+    };
+    assert_eq!(
+        unassigned().await,
+        vec![("SPE_E3".into(), 10)],
+        "free SKUs are left out by the seeded exclusions; nothing unassigned, nothing listed"
+    );
+    sqlx::query("UPDATE pcsync.usage_settings SET spare_seats = 4")
+        .execute(&s.db.pool)
+        .await
+        .expect("spare");
+    assert_eq!(unassigned().await, vec![("SPE_E3".into(), 6)]);
+    sqlx::query("INSERT INTO pcsync.usage_exclusions (pattern, reason) VALUES ('SPE_%', 'test')")
+        .execute(&s.db.pool)
+        .await
+        .expect("exclusion");
+    assert!(unassigned().await.is_empty(), "an exclusion is honoured");
+    // A row of sku_offers wins: the SKU is matched to the offer it names.
+    let offer: String = sqlx::query_scalar(
+        "SELECT offer_id FROM pcsync.subscriptions WHERE customer_id = $1 ORDER BY subscription_id LIMIT 1",
+    )
+    .bind(seed())
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("offer");
+    sqlx::query("INSERT INTO pcsync.sku_offers (sku_part_number, offer_id) VALUES ('SPE_E3', $1)")
+        .bind(&offer)
+        .execute(&s.db.pool)
+        .await
+        .expect("sku offer");
+    let (matched, basis): (Option<String>, String) = sqlx::query_as(
+        "SELECT offer_id, match_basis FROM pcsync.license_usage WHERE sku_part_number = 'SPE_E3'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("matched");
+    assert_eq!(
+        (matched.as_deref(), basis.as_str()),
+        (Some(offer.as_str()), "sku_offers")
+    );
+}
+
+#[tokio::test]
+async fn simulated_skus_match_their_offers_by_part_number_or_name_never_by_guess() {
+    let s = setup(SimConfig {
+        customers: 6,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    let bases: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT match_basis, count(*) FROM pcsync.license_usage GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&s.db.pool)
+    .await
+    .expect("bases");
+    let basis = |b: &str| bases.iter().find(|x| x.0 == b).map_or(0, |x| x.1);
+    assert!(basis("part_number") > 0, "{bases:?}");
+    assert!(basis("product_name") > 0, "{bases:?}");
+    assert!(basis("unmatched") > 0, "the free SKUs: {bases:?}");
+    // A part-number match names the very product and SKU.
+    let wrong = count(
+        &s.db.pool,
+        "SELECT count(*) FROM pcsync.license_usage u
+         WHERE u.match_basis = 'part_number'
+           AND u.sku_part_number <> split_part(u.offer_id, ':', 1) || '/' || split_part(u.offer_id, ':', 2)",
+    )
+    .await;
+    assert_eq!(wrong, 0);
+}
+
+#[tokio::test]
+async fn pcsync_editor_may_change_an_exclusion_and_nothing_else() {
+    let s = setup(SimConfig {
+        customers: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    pass(&s, &[]).await;
+    let mut tx = s.db.pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL ROLE pcsync_editor")
+        .execute(&mut *tx)
+        .await
+        .expect("role");
+    sqlx::query(
+        "INSERT INTO pcsync.usage_exclusions (pattern, reason) VALUES ('MCOEV', 'phone system')",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("the editor adds an exclusion");
+    sqlx::query("UPDATE pcsync.usage_settings SET spare_seats = 2")
+        .execute(&mut *tx)
+        .await
+        .expect("and sets the allowance");
+    sqlx::query("SELECT count(*) FROM pcsync.unassigned_seats")
+        .execute(&mut *tx)
+        .await
+        .expect("and reads the views it tunes");
+    let refused = sqlx::query("UPDATE pcsync.subscriptions SET quantity = 1")
+        .execute(&mut *tx)
+        .await
+        .expect_err("but writes nothing else");
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+}
