@@ -72,6 +72,8 @@ pub struct DecisionLine {
     pub decision: String,
     pub licenses: Option<i64>,
     pub licenses_next_term: Option<i64>,
+    /// The matched SKU's unassigned seats now (the seats to cut before the term renews).
+    pub unassigned_seats: Option<i64>,
     #[serde(skip)]
     pub threshold_days: i32,
 }
@@ -163,7 +165,7 @@ pub async fn build(
         let decisions: Vec<DecisionLine> = sqlx::query_as(
             "SELECT d.customer_id, d.company_name, d.subscription_id, d.offer_name,
                     d.term_duration, d.ends_on, d.days_left, d.decision, d.licenses,
-                    d.licenses_next_term, $1::int AS threshold_days
+                    d.licenses_next_term, d.unassigned_seats, $1::int AS threshold_days
              FROM pcsync.renewal_decisions d
              WHERE d.days_left <= $1
                AND NOT EXISTS (
@@ -287,7 +289,7 @@ fn decisions_summary(decisions: &[DecisionLine], windows: &[WindowLine]) -> Stri
         text.push_str(&format!("\n{} renewal decision(s):", decisions.len()));
         for d in decisions.iter().take(10) {
             text.push_str(&format!(
-                "\n- {} ({} days): {} / {} ({}), {}, {} -> {} licenses",
+                "\n- {} ({} days): {} / {} ({}), {}, {} -> {} licenses{}",
                 d.ends_on,
                 d.days_left,
                 d.company_name.as_deref().unwrap_or("?"),
@@ -295,7 +297,10 @@ fn decisions_summary(decisions: &[DecisionLine], windows: &[WindowLine]) -> Stri
                 d.term_duration.as_deref().unwrap_or("?"),
                 d.decision,
                 d.licenses.unwrap_or(0),
-                d.licenses_next_term.unwrap_or(0)
+                d.licenses_next_term.unwrap_or(0),
+                d.unassigned_seats
+                    .filter(|n| *n > 0)
+                    .map_or(String::new(), |n| format!(", {n} unassigned"))
             ));
         }
     }

@@ -33,6 +33,10 @@ pub struct ReportData {
     pub decisions: Vec<DecisionRow>,
     /// The open refund windows, soonest closing first.
     pub windows: Vec<WindowRow>,
+    /// (customer, unassigned seats beyond the allowance), most first.
+    pub unassigned_by_customer: Vec<(String, i64)>,
+    /// Unassigned seats by customer and SKU, most first.
+    pub unassigned: Vec<UnassignedRow>,
     /// Objects added by customers' first loads in the last 30 days, left out of the changes
     /// chart (a first load is not a day of changes).
     pub first_load_additions: i64,
@@ -51,6 +55,17 @@ pub struct DecisionRow {
     pub decision: String,
     pub licenses: Option<i64>,
     pub licenses_next_term: Option<i64>,
+}
+
+/// A row of `unassigned_seats`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnassignedRow {
+    pub company_name: Option<String>,
+    pub sku_name: Option<String>,
+    pub sku_part_number: Option<String>,
+    pub active_units: Option<i64>,
+    pub consumed_units: Option<i64>,
+    pub unassigned_beyond_spare: Option<i64>,
 }
 
 /// A row of `cancellation_windows`.
@@ -134,6 +149,21 @@ pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportDa
     .bind(TABLE_ROWS)
     .fetch_all(&mut *tx)
     .await?;
+    let unassigned_by_customer = sqlx::query_as(
+        "SELECT coalesce(company_name, customer_id::text), sum(unassigned_beyond_spare)::bigint
+         FROM pcsync.unassigned_seats GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let unassigned = sqlx::query_as(
+        "SELECT company_name, sku_name, sku_part_number, active_units, consumed_units,
+                unassigned_beyond_spare
+         FROM pcsync.unassigned_seats
+         ORDER BY unassigned_beyond_spare DESC, company_name, sku_part_number LIMIT $1",
+    )
+    .bind(TABLE_ROWS)
+    .fetch_all(&mut *tx)
+    .await?;
     let windows = sqlx::query_as(
         "SELECT company_name, offer_name, refundable_quantity, allowed_until,
                 hours_left::float8 AS hours_left
@@ -170,6 +200,8 @@ pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportDa
         decisions_by_week,
         decisions,
         windows,
+        unassigned_by_customer,
+        unassigned,
         first_load_additions,
         runs,
     })
@@ -416,6 +448,26 @@ pub fn render(d: &ReportData) -> String {
             "<table id=\"windows\"><tr><th>closes</th><th>hours left</th><th>customer</th><th>offer</th><th>refundable seats</th></tr>\n{windows}</table>"
         )
     };
+    let mut unassigned = String::new();
+    for u in &d.unassigned {
+        let _ = write!(
+            unassigned,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(u.company_name.as_deref().unwrap_or("")),
+            esc(u.sku_name.as_deref().unwrap_or("")),
+            esc(u.sku_part_number.as_deref().unwrap_or("")),
+            u.active_units.unwrap_or(0),
+            u.consumed_units.unwrap_or(0),
+            u.unassigned_beyond_spare.unwrap_or(0)
+        );
+    }
+    let unassigned = if d.unassigned.is_empty() {
+        empty("No seats unassigned beyond the allowance (or no licence usage fetched yet).")
+    } else {
+        format!(
+            "<table id=\"unassigned\"><tr><th>customer</th><th>SKU</th><th>part number</th><th>active</th><th>assigned</th><th>unassigned</th></tr>\n{unassigned}</table>"
+        )
+    };
     let first_loads = if d.first_load_additions > 0 {
         format!(
             "<p class=\"muted\">Not drawn: {} objects added by customers' first loads (a first load is not a day of changes).</p>",
@@ -456,7 +508,7 @@ tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, t
 </style></head>
 <body>
 <h1>pcsync report</h1>
-<p class="muted">Generated {generated}. Numbers from the views current_subscriptions, license_totals, license_counts_at, upcoming_renewals, renewal_decisions, cancellation_windows, change_events and sync_runs.</p>
+<p class="muted">Generated {generated}. Numbers from the views current_subscriptions, license_totals, license_counts_at, upcoming_renewals, renewal_decisions, unassigned_seats, cancellation_windows, change_events and sync_runs.</p>
 <div class="kpis">
 <div class="kpi"><b>{customers}</b>customers</div>
 <div class="kpi"><b>{subscriptions}</b>subscriptions</div>
@@ -476,6 +528,9 @@ tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, t
 <p class="muted">Once the date passes, the customer is committed for another term; seats can only be reduced at the end of a term. Monthly roll-overs are left out.</p>
 {decisions_chart}
 {decisions}
+<h2>Unassigned seats: licences paid for and not assigned (after exclusions and the spare allowance)</h2>
+{unassigned_chart}
+{unassigned}
 <h2>Open cancellation windows: seats that can still be returned with a refund</h2>
 {windows}
 <h2>Pass health (last 20 passes)</h2>
@@ -494,6 +549,11 @@ tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, t
         customers_chart = horizontal_bars(&d.largest_customers),
         renewals_chart = stacked_bars(&renewals, "licenses ending"),
         decisions_chart = stacked_bars(&d.decisions_by_week, "licenses"),
+        unassigned_chart = if d.unassigned_by_customer.is_empty() {
+            String::new()
+        } else {
+            horizontal_bars(&d.unassigned_by_customer)
+        },
     )
 }
 
@@ -516,6 +576,14 @@ mod tests {
                 licenses: Some(40),
                 licenses_next_term: Some(25),
             }],
+            unassigned: vec![UnassignedRow {
+                company_name: Some(evil.into()),
+                sku_name: Some("<i>E3</i>".into()),
+                sku_part_number: Some("SPE_E3".into()),
+                active_units: Some(40),
+                consumed_units: Some(30),
+                unassigned_beyond_spare: Some(10),
+            }],
             windows: vec![WindowRow {
                 company_name: Some(evil.into()),
                 offer_name: None,
@@ -528,7 +596,8 @@ mod tests {
         let html = render(&d);
         assert!(!html.contains("<script>") && !html.contains("<b>E3"));
         let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co";
-        for table in ["id=\"decisions\"", "id=\"windows\""] {
+        assert!(!html.contains("<i>E3"));
+        for table in ["id=\"decisions\"", "id=\"windows\"", "id=\"unassigned\""] {
             let at = html.find(table).expect(table);
             let end = html[at..].find("</table>").map_or(html.len(), |e| at + e);
             assert!(html[at..end].contains(escaped), "escaped in {table}");

@@ -277,6 +277,11 @@ async fn the_webhook_carries_each_decision_and_closing_window_once_and_no_roll_o
         said("ending_without_renewal").is_empty(),
         "a decision is not said twice as an ending"
     );
+    let first = got.lock().expect("lock")[0]["renewal_decisions"][0].clone();
+    assert!(
+        first["unassigned_seats"].is_i64(),
+        "a decision says the matched SKU's unassigned seats: {first}"
+    );
     assert!(said("cancellation_windows").is_empty(), "30 h left");
 
     // Hourly passes on: the window enters its last 24 h, the annual term its 30 days.

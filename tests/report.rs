@@ -46,8 +46,8 @@ async fn the_report_holds_the_views_numbers_and_renders_offline() {
     // day of changes.
     assert_eq!(
         html.matches("<svg").count(),
-        4,
-        "licenses, customers, renewals and decisions charts; no changes chart"
+        5,
+        "licenses, customers, renewals, decisions and unassigned-seats charts; no changes chart"
     );
     let added = common::sim::count(&s.db.pool, "SELECT count(*) FROM pcsync.change_events").await;
     assert!(html.contains(&format!(
@@ -67,8 +67,16 @@ async fn the_report_holds_the_views_numbers_and_renders_offline() {
             .fetch_one(&mut *tx)
             .await
             .expect("windows");
+    let unassigned: i64 =
+        sqlx::query_scalar("SELECT least(count(*), 50) FROM pcsync.unassigned_seats")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("unassigned");
     drop(tx);
-    assert!(decisions > 0 && windows > 0, "the simulator has both");
+    assert!(
+        decisions > 0 && windows > 0 && unassigned > 0,
+        "the simulator has all three"
+    );
     let rows_of = |id: &str| {
         let at = html.find(&format!("<table id=\"{id}\">")).expect(id);
         let end = at + html[at..].find("</table>").expect("end");
@@ -76,6 +84,11 @@ async fn the_report_holds_the_views_numbers_and_renders_offline() {
     };
     assert_eq!(rows_of("decisions"), decisions, "one row per decision");
     assert_eq!(rows_of("windows"), windows, "one row per open window");
+    assert_eq!(
+        rows_of("unassigned"),
+        unassigned,
+        "one row per customer and SKU"
+    );
 
     // Self-contained: nothing fetched from elsewhere (the SVG namespace is a name, not a fetch).
     let without_namespace = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
