@@ -165,9 +165,10 @@ BEGIN
 END
 $$;
 
--- Renewal decisions with the matched SKU's unassigned seats: the number to look at before the
--- term renews (seats can only be reduced at its end).
-CREATE OR REPLACE VIEW pcsync.renewal_decisions AS
+-- What to decide before a term renews (terms longer than a month), with the matched SKU's
+-- unassigned seats: the number to look at before the date (seats can only be reduced at the end
+-- of a term).
+CREATE VIEW pcsync.renewal_decisions AS
 SELECT
     s.customer_id,
     c.company_name,
@@ -220,6 +221,31 @@ WHERE s.removed_at IS NULL AND s.untracked_at IS NULL
   AND pcsync.term_months(s.term_duration) > 1
   AND s.commitment_end_date >= pcsync.clock_now()::date
   AND s.commitment_end_date <= pcsync.clock_now()::date + 90;
+COMMENT ON VIEW pcsync.renewal_decisions IS
+    'One row per subscription with a term longer than a month (annual, triennial) that ends within 90 days: the decision to take before the date passes (after it, the customer is committed for another term; seats can only be reduced at the end of a term). Monthly terms, which roll over every month, are left out. Measures licenses and licenses_next_term may be summed. Leaves out removed, untracked, deleted and expired subscriptions and customers that left the list or lost access.';
+COMMENT ON COLUMN pcsync.renewal_decisions.customer_id IS 'The customer (customers.customer_id).';
+COMMENT ON COLUMN pcsync.renewal_decisions.company_name IS 'The customer''s company name.';
+COMMENT ON COLUMN pcsync.renewal_decisions.subscription_id IS 'As subscriptions.subscription_id.';
+COMMENT ON COLUMN pcsync.renewal_decisions.offer_id IS 'As subscriptions.offer_id.';
+COMMENT ON COLUMN pcsync.renewal_decisions.offer_name IS 'As subscriptions.offer_name.';
+COMMENT ON COLUMN pcsync.renewal_decisions.friendly_name IS 'As subscriptions.friendly_name.';
+COMMENT ON COLUMN pcsync.renewal_decisions.product_id IS 'The new-commerce product of the offer (subscriptions.product_id).';
+COMMENT ON COLUMN pcsync.renewal_decisions.sku_id IS 'The new-commerce SKU of the offer (subscriptions.sku_id).';
+COMMENT ON COLUMN pcsync.renewal_decisions.status IS 'active or suspended.';
+COMMENT ON COLUMN pcsync.renewal_decisions.term_duration IS 'The current term (P1Y, P3Y, ...).';
+COMMENT ON COLUMN pcsync.renewal_decisions.billing_cycle IS 'The current billing cycle.';
+COMMENT ON COLUMN pcsync.renewal_decisions.ends_on IS 'The last day of the current term (subscriptions.commitment_end_date).';
+COMMENT ON COLUMN pcsync.renewal_decisions.days_left IS 'Days from today (pcsync.clock_now()) to ends_on.';
+COMMENT ON COLUMN pcsync.renewal_decisions.decision IS
+    'renews (auto-renew on, nothing scheduled to change), renews with changes (the scheduled next term differs in product, SKU, term, billing cycle or quantity), or ends (auto-renew off: the subscription ends on ends_on unless someone acts).';
+COMMENT ON COLUMN pcsync.renewal_decisions.licenses IS 'Licenses now (subscriptions.quantity).';
+COMMENT ON COLUMN pcsync.renewal_decisions.licenses_next_term IS 'Licenses after ends_on: 0 when it ends, the scheduled quantity when one is set, else the current quantity.';
+COMMENT ON COLUMN pcsync.renewal_decisions.next_term_product_id IS 'Scheduled next term: the product (null: the same).';
+COMMENT ON COLUMN pcsync.renewal_decisions.next_term_sku_id IS 'Scheduled next term: the SKU (null: the same).';
+COMMENT ON COLUMN pcsync.renewal_decisions.next_term_duration IS 'Scheduled next term: the term (null: the same).';
+COMMENT ON COLUMN pcsync.renewal_decisions.next_term_billing_cycle IS 'Scheduled next term: the billing cycle (null: the same).';
+COMMENT ON COLUMN pcsync.renewal_decisions.next_term_quantity IS 'Scheduled next term: the quantity (null: the same).';
+COMMENT ON COLUMN pcsync.renewal_decisions.refundable_quantity IS 'Seats that can still be returned with a refund now (see cancellation_windows).';
 COMMENT ON COLUMN pcsync.renewal_decisions.sku_part_number IS 'The SKU matched to the offer (license_usage), when one is.';
 COMMENT ON COLUMN pcsync.renewal_decisions.unassigned_seats IS 'The matched SKU''s unassigned seats now (license_usage.unassigned); repeated on every decision of the same customer and SKU: sum it only where unassigned_counted.';
 COMMENT ON COLUMN pcsync.renewal_decisions.unassigned_counted IS 'True on one decision per customer and SKU (the soonest): sum unassigned_seats over these rows only.';
