@@ -19,13 +19,14 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use pcsync::config::{Settings, Sources};
 use pcsync::partner_center::PartnerCenterClient;
-use pcsync::partner_center::fields::{FieldValue, SUBSCRIPTION_FIELDS};
+use pcsync::partner_center::fields::FieldValue;
 use pcsync::pgserver::PgServer;
 use pcsync::simulator::{
     Change, Endpoint, Knobs, SEED_CUSTOMER_ID, SEED_MPN_ID, SimConfig, Simulator,
 };
 use pcsync::sync::customers::ListedCustomer;
 use pcsync::sync::diff::Scope;
+use pcsync::sync::resource::SUBSCRIPTION_FIELDS;
 use pcsync::sync::{self, PassChoice, Trigger, store};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -802,9 +803,11 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
         for id in chunk {
             let (client, id) = (client.clone(), *id);
             fetches.spawn(async move {
-                let subs = client.subscriptions(id, None).await?;
+                let subs = client
+                    .subscriptions(id, None, pcsync::sync::resource::Subscription::from_raw)
+                    .await?;
                 let services = client
-                    .managed_services(id, pcsync::sync::resource::ManagedService::from_json)
+                    .managed_services(id, pcsync::sync::resource::ManagedService::from_raw)
                     .await?;
                 Ok::<_, pcsync::partner_center::ApiError>(store::CustomerSnapshot {
                     customer: id,

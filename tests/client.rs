@@ -18,7 +18,7 @@ use pcsync::simulator::{
     Change, Endpoint, FaultKind, FaultRule, Knobs, SEED_CUSTOMER_ID, SEED_MPN_ID,
     SIM_REFRESH_TOKEN, SimConfig, Simulator,
 };
-use pcsync::sync::resource::ManagedService;
+use pcsync::sync::resource::{ManagedService, SubscribedSku, Subscription};
 use uuid::Uuid;
 
 fn settings(sim: &Simulator, extra: &[(&str, &str)]) -> Settings {
@@ -62,7 +62,7 @@ async fn app_user_reads_subscriptions_and_managed_services() {
     let sim = Simulator::start(SimConfig::default()).await.expect("sim");
     let c = client(&sim, &[FAST]).await;
     let subs = c
-        .subscriptions(seed(), Some(SEED_MPN_ID))
+        .subscriptions(seed(), Some(SEED_MPN_ID), Subscription::from_raw)
         .await
         .expect("subscriptions");
     assert_eq!(subs.len(), 2);
@@ -82,7 +82,7 @@ async fn app_user_reads_subscriptions_and_managed_services() {
     );
     assert!(nce.raw.get().contains("\"refundableQuantity\""));
     let services = c
-        .managed_services(seed(), ManagedService::from_json)
+        .managed_services(seed(), ManagedService::from_raw)
         .await
         .expect("managed services");
     assert_eq!(
@@ -97,8 +97,14 @@ async fn app_user_reads_subscriptions_and_managed_services() {
 
     // Without the partner filter every partner's subscriptions come back.
     let id = sim.customer_ids()[3];
-    let all = c.subscriptions(id, None).await.expect("all");
-    let mine = c.subscriptions(id, Some(SEED_MPN_ID)).await.expect("mine");
+    let all = c
+        .subscriptions(id, None, Subscription::from_raw)
+        .await
+        .expect("all");
+    let mine = c
+        .subscriptions(id, Some(SEED_MPN_ID), Subscription::from_raw)
+        .await
+        .expect("mine");
     assert!(mine.len() <= all.len());
     assert!(
         mine.iter()
@@ -118,15 +124,21 @@ async fn app_only_and_v2_tokens() {
         ],
     )
     .await;
-    assert_eq!(c.subscriptions(seed(), None).await.expect("subs").len(), 2);
+    assert_eq!(
+        c.subscriptions(seed(), None, Subscription::from_raw)
+            .await
+            .expect("subs")
+            .len(),
+        2
+    );
     let err = c
-        .managed_services(seed(), ManagedService::from_json)
+        .managed_services(seed(), ManagedService::from_raw)
         .await
         .expect_err("App+User only");
     assert!(matches!(err, ApiError::Forbidden(_)), "{err}");
     let c = client(&sim, &[FAST, ("PCSYNC__AUTH__TOKEN_VERSION", "v2")]).await;
     assert_eq!(
-        c.managed_services(seed(), ManagedService::from_json)
+        c.managed_services(seed(), ManagedService::from_raw)
             .await
             .expect("services")
             .len(),
@@ -157,7 +169,11 @@ async fn short_lived_tokens_are_refreshed_once_per_expiry_not_per_request() {
         let mut set = tokio::task::JoinSet::new();
         for id in ids.iter().take(16).copied() {
             let c = c.clone();
-            set.spawn(async move { c.subscriptions(id, None).await.map(|s| s.len()) });
+            set.spawn(async move {
+                c.subscriptions(id, None, Subscription::from_raw)
+                    .await
+                    .map(|s| s.len())
+            });
         }
         while let Some(r) = set.join_next().await {
             r.expect("task")
@@ -186,9 +202,11 @@ async fn short_lived_tokens_are_refreshed_once_per_expiry_not_per_request() {
 async fn an_expired_token_gets_one_refresh_and_a_retry() {
     let sim = Simulator::start(SimConfig::default()).await.expect("sim");
     let c = client(&sim, &[FAST]).await;
-    c.subscriptions(seed(), None).await.expect("first");
+    c.subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect("first");
     sim.expire_access_tokens();
-    c.subscriptions(seed(), None)
+    c.subscriptions(seed(), None, Subscription::from_raw)
         .await
         .expect("after a 401 and a refresh");
     assert_eq!(sim.stats().count(Endpoint::Subscriptions, 401), 1);
@@ -208,7 +226,10 @@ async fn rotated_refresh_tokens_are_persisted_and_used_after_a_restart() {
     let first = client_with(&sim, &[FAST], Some(store.clone()))
         .await
         .expect("client");
-    first.subscriptions(seed(), None).await.expect("works");
+    first
+        .subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect("works");
     assert!(!sim.refresh_token_valid(SIM_REFRESH_TOKEN), "rotated away");
     let stored: String =
         sqlx::query_scalar("SELECT refresh_token FROM pcsync_private.refresh_tokens")
@@ -222,14 +243,14 @@ async fn rotated_refresh_tokens_are_persisted_and_used_after_a_restart() {
         .await
         .expect("client");
     second
-        .subscriptions(seed(), None)
+        .subscriptions(seed(), None, Subscription::from_raw)
         .await
         .expect("works after restart");
 
     // Without the store the configured token is all there is, and it is dead.
     let third = client_with(&sim, &[FAST], None).await.expect("client");
     let err = third
-        .subscriptions(seed(), None)
+        .subscriptions(seed(), None, Subscription::from_raw)
         .await
         .expect_err("dead token");
     assert!(
@@ -256,7 +277,7 @@ async fn a_newly_configured_refresh_token_wins_over_the_stored_chain() {
     client_with(&sim, &[FAST], Some(store.clone()))
         .await
         .expect("client")
-        .subscriptions(seed(), None)
+        .subscriptions(seed(), None, Subscription::from_raw)
         .await
         .expect("works");
     // The operator consents again and configures the new token.
@@ -276,7 +297,7 @@ async fn a_newly_configured_refresh_token_wins_over_the_stored_chain() {
     )
     .await
     .expect("client");
-    c.subscriptions(seed(), None)
+    c.subscriptions(seed(), None, Subscription::from_raw)
         .await
         .expect("the configured token is used, not the junk in the store");
 }
@@ -285,7 +306,10 @@ async fn a_newly_configured_refresh_token_wins_over_the_stored_chain() {
 async fn auth_failures_say_what_to_do() {
     let sim = Simulator::start(SimConfig::default()).await.expect("sim");
     let c = client(&sim, &[FAST, ("PCSYNC__AUTH__CLIENT_SECRET", "wrong")]).await;
-    let err = c.subscriptions(seed(), None).await.expect_err("bad secret");
+    let err = c
+        .subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect_err("bad secret");
     assert!(
         matches!(err, ApiError::Auth(AuthError::InvalidClient(_))),
         "{err}"
@@ -295,7 +319,10 @@ async fn auth_failures_say_what_to_do() {
 
     sim.expire_refresh_tokens();
     let c = client(&sim, &[FAST]).await;
-    let err = c.subscriptions(seed(), None).await.expect_err("expired");
+    let err = c
+        .subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect_err("expired");
     assert!(
         matches!(err, ApiError::Auth(AuthError::RefreshTokenExpired(_))),
         "{err}"
@@ -308,7 +335,10 @@ async fn auth_failures_say_what_to_do() {
         ..Knobs::default()
     });
     let c = client(&sim, &[FAST]).await;
-    let err = c.subscriptions(seed(), None).await.expect_err("no MFA");
+    let err = c
+        .subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect_err("no MFA");
     assert!(
         matches!(err, ApiError::Auth(AuthError::MfaRequired(_))),
         "{err}"
@@ -330,9 +360,11 @@ async fn retry_after_is_honoured_and_counted() {
     .expect("sim");
     // pcsync believes it may send far more than the simulator allows.
     let c = client(&sim, &[FAST]).await;
-    c.subscriptions(seed(), None).await.expect("first");
+    c.subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect("first");
     let started = Instant::now();
-    c.subscriptions(seed(), None)
+    c.subscriptions(seed(), None, Subscription::from_raw)
         .await
         .expect("second, after waiting");
     let waited = started.elapsed();
@@ -372,7 +404,7 @@ async fn the_budget_keeps_the_simulator_from_throttling() {
     for id in sim.customer_ids().into_iter().take(60) {
         let c = c.clone();
         set.spawn(async move {
-            c.managed_services(id, ManagedService::from_json)
+            c.managed_services(id, ManagedService::from_raw)
                 .await
                 .map(|s| s.len())
         });
@@ -404,11 +436,14 @@ async fn server_errors_are_retried_then_reported() {
         ..Knobs::default()
     });
     let c = client(&sim, &[FAST, ("PCSYNC__PARTNER_CENTER__MAX_ATTEMPTS", "3")]).await;
-    c.subscriptions(ids[1], None)
+    c.subscriptions(ids[1], None, Subscription::from_raw)
         .await
         .expect("third attempt succeeds");
     assert_eq!(c.counters().retries, 2);
-    let err = c.subscriptions(ids[2], None).await.expect_err("always 500");
+    let err = c
+        .subscriptions(ids[2], None, Subscription::from_raw)
+        .await
+        .expect_err("always 500");
     let ApiError::Server(ctx) = &err else {
         panic!("expected a server error, got {err}");
     };
@@ -445,7 +480,9 @@ async fn a_hung_request_times_out_and_is_retried() {
     )
     .await;
     let started = Instant::now();
-    c.subscriptions(seed(), None).await.expect("second attempt");
+    c.subscriptions(seed(), None, Subscription::from_raw)
+        .await
+        .expect("second attempt");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(c.counters().retries, 1);
     assert_eq!(
@@ -462,7 +499,10 @@ async fn client_errors_are_typed_and_not_retried() {
     let gone = sim.customer_ids()[4];
     sim.apply(Change::RemoveRelationship { customer_id: gone })
         .expect("applies");
-    let err = c.subscriptions(gone, None).await.expect_err("403");
+    let err = c
+        .subscriptions(gone, None, Subscription::from_raw)
+        .await
+        .expect_err("403");
     let ApiError::AccessRevoked(ctx) = &err else {
         panic!("expected access revoked, got {err}");
     };
@@ -471,12 +511,12 @@ async fn client_errors_are_typed_and_not_retried() {
         (Some(403), Some("20002"))
     );
     let err = c
-        .subscriptions(Uuid::new_v4(), None)
+        .subscriptions(Uuid::new_v4(), None, Subscription::from_raw)
         .await
         .expect_err("404");
     assert!(matches!(err, ApiError::NotFound(_)), "{err}");
     let err = c
-        .subscriptions(seed(), Some("12ab"))
+        .subscriptions(seed(), Some("12ab"), Subscription::from_raw)
         .await
         .expect_err("bad mpn");
     assert!(matches!(err, ApiError::InvalidInput(_)), "{err}");
@@ -502,14 +542,17 @@ async fn bom_is_accepted_and_broken_json_is_a_typed_error() {
     });
     let c = client(&sim, &[FAST]).await;
     assert_eq!(
-        c.subscriptions(ids[0], None)
+        c.subscriptions(ids[0], None, Subscription::from_raw)
             .await
             .expect("BOM is fine")
             .len(),
         2
     );
     for id in &ids[1..3] {
-        let err = c.subscriptions(*id, None).await.expect_err("broken body");
+        let err = c
+            .subscriptions(*id, None, Subscription::from_raw)
+            .await
+            .expect_err("broken body");
         let ApiError::Decode(ctx) = &err else {
             panic!("expected a decode error, got {err}");
         };
@@ -549,6 +592,13 @@ async fn customer_list_pages_to_the_end_in_both_forms() {
     }
 }
 
+/// An item of an answer as the object Partner Center sent.
+fn as_object(
+    raw: Box<serde_json::value::RawValue>,
+) -> Result<serde_json::Map<String, serde_json::Value>, pcsync::partner_center::ParseError> {
+    pcsync::partner_center::models::object_of(&raw)
+}
+
 /// The published Partner Center bodies whose names start with `prefix` (see
 /// `common::pc_real_dir`).
 fn published(prefix: &str) -> Vec<(String, String)> {
@@ -581,7 +631,7 @@ async fn subscribed_skus_read_every_published_body_and_refuse_the_broken_ones() 
             subscribed_skus_body: Some(body.clone()),
             ..Knobs::default()
         });
-        let answer = c.subscribed_skus(seed()).await;
+        let answer = c.subscribed_skus(seed(), SubscribedSku::from_raw).await;
         if name.ends_with(".json") {
             let text = body.trim_start_matches('\u{feff}');
             let expected: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
@@ -589,11 +639,8 @@ async fn subscribed_skus_read_every_published_body_and_refuse_the_broken_ones() 
             let got = answer.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(got.len(), items.len(), "{name}: every item");
             for (g, e) in got.iter().zip(&items) {
-                assert_eq!(
-                    serde_json::Value::Object(g.clone()),
-                    *e,
-                    "{name}: stored whole"
-                );
+                let kept: serde_json::Value = serde_json::from_str(g.raw.get()).expect("json");
+                assert_eq!(kept, *e, "{name}: kept whole");
             }
         } else {
             assert!(answer.is_err(), "{name} is not JSON: refused");
@@ -602,7 +649,7 @@ async fn subscribed_skus_read_every_published_body_and_refuse_the_broken_ones() 
     // The simulated ones: a SKU per offer held, and free SKUs no subscription matches.
     sim.set_knobs(Knobs::default());
     let id = sim.customer_ids()[5];
-    let skus = c.subscribed_skus(id).await.expect("skus");
+    let skus = c.subscribed_skus(id, as_object).await.expect("skus");
     assert!(skus.len() >= 3, "{}", skus.len());
     for s in skus.iter() {
         let n = |k: &str| s.get(k).and_then(serde_json::Value::as_i64).unwrap_or(-1);
@@ -618,13 +665,13 @@ async fn subscribed_skus_read_every_published_body_and_refuse_the_broken_ones() 
             .any(|s| s["productSku"]["skuPartNumber"] == "FLOW_FREE")
     );
     assert_eq!(
-        c.subscribed_skus(id).await.expect("again"),
+        c.subscribed_skus(id, as_object).await.expect("again"),
         skus,
         "the same answer until something changes"
     );
     let app_only = client(&sim, &[FAST, ("PCSYNC__AUTH__MODE", "app_only")]).await;
     let err = app_only
-        .subscribed_skus(id)
+        .subscribed_skus(id, as_object)
         .await
         .expect_err("App+User only");
     assert!(matches!(err, ApiError::Forbidden(_)), "{err}");

@@ -17,7 +17,7 @@ use pcsync::simulator::{
     FaultKind, FaultRule, Knobs, SEED_MPN_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN, SimConfig,
     Simulator,
 };
-use pcsync::sync::resource::ManagedService;
+use pcsync::sync::resource::{ManagedService, Subscription};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -79,8 +79,10 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
             cap: Duration::from_millis(100),
         });
     for id in sim.customer_ids().into_iter().take(5) {
-        c.subscriptions(id, Some(SEED_MPN_ID)).await.expect("subs");
-        c.managed_services(id, ManagedService::from_json)
+        c.subscriptions(id, Some(SEED_MPN_ID), Subscription::from_raw)
+            .await
+            .expect("subs");
+        c.managed_services(id, ManagedService::from_raw)
             .await
             .expect("services");
     }

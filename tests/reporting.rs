@@ -574,7 +574,7 @@ async fn the_upgrade_fills_new_columns_so_the_next_pass_reports_nothing() {
         .expect("functions")
         ..migration.find("-- backfill: end").expect("end")];
     // The columns migration 8 added: every field after publisher_name.
-    let fields = pcsync::partner_center::fields::SUBSCRIPTION_FIELDS;
+    let fields = pcsync::sync::resource::SUBSCRIPTION_FIELDS;
     let first_new = 1 + fields
         .iter()
         .position(|f| f.column == "publisher_name")

@@ -261,28 +261,64 @@ async fn rows_need_their_customer() {
     );
 }
 
-/// The one description of the subscription fields and the tables agree: every field is a
-/// column of `subscriptions` and of `subscription_history`, of the type its kind says.
+/// Each resource's one description and its tables agree: every field is a column of its
+/// table and of its history table, of the type its kind says; the key, `raw` and (for a
+/// resource fetched per partner) `untracked_at` are there; `change_events` takes its entity.
 #[tokio::test]
-async fn the_field_table_and_the_columns_agree() {
+async fn each_description_and_its_tables_agree() {
+    use pcsync::sync::resource::{MANAGED_SERVICES, SUBSCRIBED_SKUS, SUBSCRIPTIONS};
     let db = TestDb::migrated().await;
-    for table in ["subscriptions", "subscription_history"] {
-        for field in pcsync::partner_center::fields::SUBSCRIPTION_FIELDS {
-            let ty: Option<String> = sqlx::query_scalar(
+    let type_of = |table: &'static str, column: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
                 "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                  WHERE a.attrelid = ('pcsync.' || $1)::regclass AND a.attname = $2 AND NOT a.attisdropped",
             )
             .bind(table)
-            .bind(field.column)
-            .fetch_optional(&db.pool)
+            .bind(column)
+            .fetch_optional(&pool)
             .await
-            .expect("type");
+            .expect("type")
+        }
+    };
+    let entity_check: String = sqlx::query_scalar(
+        "SELECT string_agg(pg_get_constraintdef(oid), ' ') FROM pg_constraint
+         WHERE conrelid = 'pcsync.change_events'::regclass AND contype = 'c'
+           AND pg_get_constraintdef(oid) LIKE '%entity%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("the entity check");
+    for r in [&SUBSCRIPTIONS, &MANAGED_SERVICES, &SUBSCRIBED_SKUS] {
+        let tables = std::iter::once(r.table).chain(r.history);
+        for table in tables {
+            for field in r.fields {
+                assert_eq!(
+                    type_of(table, field.column).await.as_deref(),
+                    Some(field.kind.sql_type()),
+                    "{table}.{}",
+                    field.column
+                );
+            }
             assert_eq!(
-                ty.as_deref(),
-                Some(field.kind.sql_type()),
+                type_of(table, r.key).await.as_deref(),
+                Some("text"),
                 "{table}.{}",
-                field.column
+                r.key
             );
         }
+        assert_eq!(type_of(r.table, "raw").await.as_deref(), Some("jsonb"));
+        assert_eq!(
+            type_of(r.table, "untracked_at").await.is_some(),
+            r.partner.is_some(),
+            "{}: untracked_at only where a partner filter applies",
+            r.table
+        );
+        assert!(
+            entity_check.contains(&format!("'{}'", r.entity)),
+            "change_events takes entity {}: {entity_check}",
+            r.entity
+        );
     }
 }

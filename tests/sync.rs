@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::sim::{count, env, pass, pcsync_command, setup};
-use pcsync::partner_center::Subscription;
 use pcsync::partner_center::fields::Kind;
 use pcsync::simulator::{Change, FaultKind, FaultRule, Knobs, SimConfig, Simulator};
 use pcsync::sync::RunStatus;
 use pcsync::sync::diff::Entity;
 use pcsync::sync::resource::ManagedService;
+use pcsync::sync::resource::Subscription;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -128,7 +128,7 @@ async fn the_first_sync_stores_exactly_what_partner_center_holds() {
                     m.text("name").map(str::to_string),
                     m.text("group_name").map(str::to_string),
                     m.text("admin_service_uri").map(str::to_string),
-                    Value::Object(m.raw.clone()),
+                    serde_json::from_str::<Value>(m.raw.get()).expect("json"),
                 )
             })
             .collect();

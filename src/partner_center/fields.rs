@@ -1,7 +1,7 @@
-//! The fields pcsync keeps a column of, described once. [`SUBSCRIPTION_FIELDS`] drives the
-//! parse of a Subscription, the diff and its change events, the columns the store writes (by
-//! name, through `jsonb_to_recordset`) and the history's columns; a test checks that the
-//! tables have exactly these columns with these types.
+//! How Partner Center's values are read: the kinds of field, their typed values, and the
+//! lenient reading the wire format needs (numbers as strings, 7 fractional digits, empty
+//! strings as no value). What pcsync keeps a column of is described by the sync
+//! (`crate::sync::resource`), field by field, in these terms.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde_json::Value;
@@ -49,117 +49,6 @@ pub struct Field {
     pub path: &'static [&'static str],
     pub kind: Kind,
 }
-
-const fn f(column: &'static str, path: &'static [&'static str], kind: Kind) -> Field {
-    Field { column, path, kind }
-}
-
-const NEXT_TERM: &str = "scheduledNextTermInstructions";
-
-/// Every Subscription field with a column, in column order.
-pub const SUBSCRIPTION_FIELDS: &[Field] = &[
-    f("offer_id", &["offerId"], Kind::Text),
-    f("offer_name", &["offerName"], Kind::Text),
-    f("friendly_name", &["friendlyName"], Kind::Text),
-    f("quantity", &["quantity"], Kind::Integer),
-    f("unit_type", &["unitType"], Kind::Text),
-    f("status", &["status"], Kind::Text),
-    f("auto_renew_enabled", &["autoRenewEnabled"], Kind::Boolean),
-    f("is_trial", &["isTrial"], Kind::Boolean),
-    f("billing_type", &["billingType"], Kind::Text),
-    f("billing_cycle", &["billingCycle"], Kind::Text),
-    f("term_duration", &["termDuration"], Kind::Text),
-    f(
-        "renewal_term_duration",
-        &["renewalTermDuration"],
-        Kind::Text,
-    ),
-    f("creation_date", &["creationDate"], Kind::Timestamp),
-    f("effective_start_date", &["effectiveStartDate"], Kind::Date),
-    f("commitment_end_date", &["commitmentEndDate"], Kind::Date),
-    f(
-        "cancellation_allowed_until",
-        &["cancellationAllowedUntilDate"],
-        Kind::Timestamp,
-    ),
-    f("partner_id", &["partnerId"], Kind::Text),
-    f("contract_type", &["contractType"], Kind::Text),
-    f("order_id", &["orderId"], Kind::Text),
-    f("product_type", &["productType", "id"], Kind::Text),
-    f("publisher_name", &["publisherName"], Kind::Text),
-    f(
-        "billing_cycle_end_date",
-        &["billingCycleEndDate"],
-        Kind::Date,
-    ),
-    f(
-        "commitment_end_date_time",
-        &["commitmentEndDateTime"],
-        Kind::Timestamp,
-    ),
-    f(
-        "refundable_quantity",
-        &["refundableQuantity", "totalQuantity"],
-        Kind::Integer,
-    ),
-    f(
-        "refundable_quantity_details",
-        &["refundableQuantity", "details"],
-        Kind::Json,
-    ),
-    f("attention_needed", &["attentionNeeded"], Kind::Boolean),
-    f("action_taken", &["actionTaken"], Kind::Boolean),
-    f(
-        "has_purchasable_addons",
-        &["hasPurchasableAddons"],
-        Kind::Boolean,
-    ),
-    f(
-        "is_microsoft_product",
-        &["isMicrosoftProduct"],
-        Kind::Boolean,
-    ),
-    f("scheduled_next_term", &[NEXT_TERM], Kind::Json),
-    f(
-        "next_term_product_id",
-        &[NEXT_TERM, "product", "productId"],
-        Kind::Text,
-    ),
-    f(
-        "next_term_sku_id",
-        &[NEXT_TERM, "product", "skuId"],
-        Kind::Text,
-    ),
-    f(
-        "next_term_availability_id",
-        &[NEXT_TERM, "product", "availabilityId"],
-        Kind::Text,
-    ),
-    f(
-        "next_term_billing_cycle",
-        &[NEXT_TERM, "product", "billingCycle"],
-        Kind::Text,
-    ),
-    f(
-        "next_term_duration",
-        &[NEXT_TERM, "product", "termDuration"],
-        Kind::Text,
-    ),
-    f(
-        "next_term_quantity",
-        &[NEXT_TERM, "quantity"],
-        Kind::Integer,
-    ),
-    f(
-        "parent_subscription_id",
-        &["parentSubscriptionId"],
-        Kind::Text,
-    ),
-    f("entitlement_id", &["entitlementId"], Kind::Text),
-    f("promotion_id", &["promotionId"], Kind::Text),
-    f("custom_term_end_date", &["customTermEndDate"], Kind::Date),
-    f("suspension_reasons", &["suspensionReasons"], Kind::TextList),
-];
 
 /// A field's value, typed by its [`Kind`].
 #[derive(Debug, Clone, PartialEq)]
@@ -336,28 +225,6 @@ pub fn read_as(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn columns_are_unique_and_snake_case() {
-        for table in [
-            SUBSCRIPTION_FIELDS,
-            crate::sync::resource::MANAGED_SERVICES.fields,
-        ] {
-            let mut seen = std::collections::HashSet::new();
-            for field in table {
-                assert!(seen.insert(field.column), "{} twice", field.column);
-                assert!(
-                    field
-                        .column
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b == b'_'),
-                    "{}",
-                    field.column
-                );
-                assert!(!field.path.is_empty());
-            }
-        }
-    }
 
     #[test]
     fn each_kind_reads_its_values_and_refuses_others() {

@@ -27,13 +27,14 @@ use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
 use secrecy::ExposeSecret;
+use serde_json::value::RawValue;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use auth::{AuthError, RefreshTokenStore, TokenProvider};
 pub use error::{ApiError, Context, Verdict};
-pub use models::{Customer, ParseError, Subscription};
+pub use models::{Customer, ParseError};
 pub use paging::{Complete, CustomerAnswer, CustomerPager, ListProblem};
 
 use crate::config::{Credentials, PartnerCenterSettings, is_mpn_id};
@@ -206,12 +207,13 @@ impl PartnerCenterClient {
     }
 
     /// A customer's subscriptions from partner `mpn_id`, or from every partner when `None`,
-    /// proven complete.
-    pub async fn subscriptions(
+    /// proven complete, each read by `parse` (the sync's description of the resource).
+    pub async fn subscriptions<T>(
         &self,
         customer: Uuid,
         mpn_id: Option<&str>,
-    ) -> Result<Complete<Subscription>, ApiError> {
+        parse: impl Fn(Box<RawValue>) -> Result<T, ParseError>,
+    ) -> Result<Complete<T>, ApiError> {
         let mut url = self.url(&format!("/v1/customers/{customer}/subscriptions"))?;
         if let Some(mpn) = mpn_id {
             if !is_mpn_id(mpn) {
@@ -222,43 +224,45 @@ impl PartnerCenterClient {
             url.query_pairs_mut().append_pair("mpn_id", mpn);
         }
         let op = format!("GET /v1/customers/{customer}/subscriptions");
-        paging::Pager::new(self, url, op.clone())
-            .collect()
-            .await?
-            .try_map(|raw| Subscription::from_raw(raw).map_err(|e| self.decode_error(&op, e)))
+        self.collection(url, op, parse).await
     }
 
     /// A customer's managed services (App+User tokens only), proven complete, each read by
-    /// `parse` (the sync's description of the resource).
+    /// `parse`.
     pub async fn managed_services<T>(
         &self,
         customer: Uuid,
-        parse: impl Fn(serde_json::Map<String, serde_json::Value>) -> Result<T, ParseError>,
+        parse: impl Fn(Box<RawValue>) -> Result<T, ParseError>,
     ) -> Result<Complete<T>, ApiError> {
         let url = self.url(&format!("/v1/customers/{customer}/managedservices"))?;
         let op = format!("GET /v1/customers/{customer}/managedservices");
-        paging::Pager::new(self, url, op.clone())
-            .collect()
-            .await?
-            .try_map(|raw| {
-                models::object_of(&raw)
-                    .and_then(&parse)
-                    .map_err(|e| self.decode_error(&op, e))
-            })
+        self.collection(url, op, parse).await
     }
 
     /// A customer's subscribed SKUs (licences and their use, App+User tokens only), proven
-    /// complete, as the objects Partner Center sent: the sync describes and reads them.
-    pub async fn subscribed_skus(
+    /// complete, each read by `parse`.
+    pub async fn subscribed_skus<T>(
         &self,
         customer: Uuid,
-    ) -> Result<Complete<serde_json::Map<String, serde_json::Value>>, ApiError> {
+        parse: impl Fn(Box<RawValue>) -> Result<T, ParseError>,
+    ) -> Result<Complete<T>, ApiError> {
         let url = self.url(&format!("/v1/customers/{customer}/subscribedskus"))?;
         let op = format!("GET /v1/customers/{customer}/subscribedskus");
+        self.collection(url, op, parse).await
+    }
+
+    /// Every page of a collection, proven complete, each item read by `parse`; an item that
+    /// does not read fails the whole answer (a decode error naming the request).
+    async fn collection<T>(
+        &self,
+        url: Url,
+        op: String,
+        parse: impl Fn(Box<RawValue>) -> Result<T, ParseError>,
+    ) -> Result<Complete<T>, ApiError> {
         paging::Pager::new(self, url, op.clone())
             .collect()
             .await?
-            .try_map(|raw| models::object_of(&raw).map_err(|e| self.decode_error(&op, e)))
+            .try_map(|raw| parse(raw).map_err(|e| self.decode_error(&op, e)))
     }
 
     /// The activity log's records for whole days (UTC) from `start` to `end`, proven complete.
@@ -294,12 +298,6 @@ impl PartnerCenterClient {
             correlation_id: self.correlation_id.to_string(),
             ..Context::default()
         })
-    }
-
-    /// An object of a customer's answer that its description could not read: the customer's
-    /// error, with the request ids Microsoft support asks for.
-    pub fn unreadable(&self, customer: Uuid, endpoint: &str, e: models::ParseError) -> ApiError {
-        self.decode_error(&format!("GET /v1/customers/{customer}/{endpoint}"), e)
     }
 
     fn decode_error(&self, op: &str, e: models::ParseError) -> ApiError {

@@ -1,19 +1,16 @@
 //! Typed views of Partner Center's objects: unknown fields are kept (in `raw`) but never fail a
 //! parse, empty strings and nulls are no value, numbers may come as strings, timestamps carry
 //! up to 7 fractional digits, and a value of the wrong type is an error that names it.
-//! Subscriptions are read straight from the answer's bytes: the fields of
-//! [`SUBSCRIPTION_FIELDS`] are picked out and the object's text is kept as it came, with no
-//! JSON tree built for the whole. Pure functions, tested without a network.
-
-use std::collections::HashMap;
+//! The resources the sync stores are described and read by the sync (`crate::sync::resource`);
+//! here are the page envelope and the customer list. Pure functions, tested without a network.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::fields;
 pub use super::fields::parse_timestamp;
-use super::fields::{self, Field, FieldValue, SUBSCRIPTION_FIELDS};
 
 /// Responses may begin with a UTF-8 byte-order mark, which JSON parsers refuse.
 pub fn strip_bom(body: &[u8]) -> &[u8] {
@@ -151,7 +148,7 @@ fn text(map: &Map<String, Value>, path: &[&str]) -> Result<Option<String>, Parse
         };
     }
     match fields::read_as(fields::Kind::Text, at, &|| path.join(".")) {
-        Ok(Some(FieldValue::Text(s))) => Ok(Some(s)),
+        Ok(Some(fields::FieldValue::Text(s))) => Ok(Some(s)),
         Ok(_) => Ok(None),
         Err(e) => Err(ParseError(e.to_string())),
     }
@@ -187,128 +184,6 @@ impl Customer {
             relationship: text(map, &["relationshipToPartner"]).map_err(in_customer)?,
         })
     }
-}
-
-/// A subscription: the fields of [`SUBSCRIPTION_FIELDS`] typed, the whole object's text in
-/// `raw`, as Partner Center sent it.
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    pub id: String,
-    /// One value per entry of [`SUBSCRIPTION_FIELDS`], in its order.
-    values: Vec<Option<FieldValue>>,
-    pub raw: Box<RawValue>,
-}
-
-impl PartialEq for Subscription {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.values == other.values && self.raw.get() == other.raw.get()
-    }
-}
-
-impl Subscription {
-    /// Reads one Subscription object from its JSON text. A field that is absent, null or an
-    /// empty string is no value; a value of the wrong type is an error naming the
-    /// subscription, the field and the value, never a silent `None`.
-    pub fn from_raw(raw: Box<RawValue>) -> Result<Subscription, ParseError> {
-        let (id, values) = {
-            let top: HashMap<String, &RawValue> = serde_json::from_str(raw.get())
-                .map_err(|e| ParseError(format!("a subscription is not a JSON object: {e}")))?;
-            let id = match top
-                .get("id")
-                .map(|r| serde_json::from_str::<Value>(r.get()))
-            {
-                Some(Ok(Value::String(s))) if !s.trim().is_empty() => s,
-                Some(Ok(Value::Number(n))) => n.to_string(),
-                _ => return Err(ParseError("subscription without an id".into())),
-            };
-            let mut nested: HashMap<&str, Value> = HashMap::new();
-            let values = SUBSCRIPTION_FIELDS
-                .iter()
-                .map(|field| read_at(&top, &mut nested, field))
-                .collect::<Result<Vec<_>, fields::WrongType>>()
-                .map_err(|e| ParseError(format!("subscription {id}: {e}")))?;
-            (id, values)
-        };
-        Ok(Subscription { id, values, raw })
-    }
-
-    /// From an object already parsed (tests, the simulator's data).
-    pub fn from_json(map: Map<String, Value>) -> Result<Subscription, ParseError> {
-        let raw = serde_json::value::to_raw_value(&map).map_err(|e| ParseError(e.to_string()))?;
-        Subscription::from_raw(raw)
-    }
-
-    /// A subscription as stored: its values, without the object's text.
-    pub fn stored(id: String, values: Vec<Option<FieldValue>>) -> Subscription {
-        Subscription {
-            id,
-            values,
-            raw: empty_object(),
-        }
-    }
-
-    /// The values, one per entry of [`SUBSCRIPTION_FIELDS`].
-    pub fn values(&self) -> &[Option<FieldValue>] {
-        &self.values
-    }
-
-    /// The value of the field with this column name.
-    pub fn get(&self, column: &str) -> Option<&FieldValue> {
-        SUBSCRIPTION_FIELDS
-            .iter()
-            .position(|f| f.column == column)
-            .and_then(|i| self.values[i].as_ref())
-    }
-
-    /// A text field's value.
-    pub fn text(&self, column: &str) -> Option<&str> {
-        match self.get(column) {
-            Some(FieldValue::Text(s)) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-fn empty_object() -> Box<RawValue> {
-    RawValue::from_string("{}".to_string()).unwrap_or_else(|_| unreachable!("valid JSON"))
-}
-
-/// The value at `field.path`: the top-level key's text parsed alone, or for deeper paths the
-/// (small) object under the top-level key, parsed once per subscription.
-fn read_at(
-    top: &HashMap<String, &RawValue>,
-    nested: &mut HashMap<&'static str, Value>,
-    field: &Field,
-) -> Result<Option<FieldValue>, fields::WrongType> {
-    let Some((first, rest)) = field.path.split_first() else {
-        return Ok(None);
-    };
-    let Some(raw) = top.get(*first) else {
-        return Ok(None);
-    };
-    let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
-    if rest.is_empty() {
-        return fields::read(field, &parse(raw));
-    }
-    let parent = nested.entry(first).or_insert_with(|| parse(raw));
-    let mut at: &Value = parent;
-    for (depth, step) in rest.iter().enumerate() {
-        at = match at {
-            Value::Null => return Ok(None),
-            Value::Object(m) => match m.get(*step) {
-                Some(v) => v,
-                None => return Ok(None),
-            },
-            other => {
-                return Err(fields::WrongType {
-                    path: field.path[..=depth].join("."),
-                    shown: other.to_string(),
-                    expected: "an object",
-                });
-            }
-        };
-    }
-    fields::read(field, at)
 }
 
 #[cfg(test)]
@@ -381,46 +256,6 @@ mod tests {
     }
 
     #[test]
-    fn values_of_the_wrong_type_are_errors_that_name_field_and_value() {
-        let base = json!({"id": "s-1", "offerId": "X"});
-        for (field, value, says) in [
-            (
-                "quantity",
-                json!("five"),
-                "\"quantity\" has the value \"five\"",
-            ),
-            ("quantity", json!(2.5), "2.5"),
-            ("autoRenewEnabled", json!("maybe"), "\"maybe\""),
-            ("autoRenewEnabled", json!(1), "autoRenewEnabled"),
-            ("commitmentEndDate", json!("soon"), "\"soon\""),
-            ("commitmentEndDate", json!(20240101), "commitmentEndDate"),
-            ("offerName", json!({"en": "x"}), "offerName"),
-            ("productType", json!("NCE"), "productType"),
-        ] {
-            let mut m = obj(base.clone());
-            m.insert(field.to_string(), value);
-            let e = Subscription::from_json(m).expect_err(field).to_string();
-            assert!(e.starts_with("subscription s-1: "), "{e}");
-            assert!(e.contains(says), "{e}");
-        }
-        // Absent, null and empty stay no value.
-        let s = Subscription::from_json(obj(json!({
-            "id": "s-1", "quantity": null, "autoRenewEnabled": "", "commitmentEndDate": "",
-            "partnerId": 4847383, "quantityAsText": "five"
-        })))
-        .expect("parses");
-        assert_eq!(
-            (
-                s.get("quantity"),
-                s.get("auto_renew_enabled"),
-                s.get("commitment_end_date")
-            ),
-            (None, None, None)
-        );
-        assert_eq!(s.text("partner_id"), Some("4847383"));
-    }
-
-    #[test]
     fn malformed_bodies_are_errors_not_panics() {
         for body in [
             &b"{\"items\": [ {\"id\": "[..],
@@ -436,35 +271,6 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-    }
-
-    #[test]
-    fn subscription_fields_are_read_leniently() {
-        let s = Subscription::from_json(obj(json!({
-            "id": "bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f",
-            "offerId": "CFQ7TTC0LH18:0001:CFQ7TTC0P0WS",
-            "quantity": "2",
-            "autoRenewEnabled": true,
-            "renewalTermDuration": "",
-            "termDuration": null,
-            "partnerId": 4847383,
-            "productType": {"id": "OnlineServicesNCE", "displayName": "OnlineServicesNCE"},
-            "creationDate": "2024-06-05T19:26:38.3667635Z",
-            "someFieldFromTomorrow": {"nested": [1, 2]}
-        })))
-        .expect("parses");
-        assert_eq!(s.get("quantity"), Some(&FieldValue::Integer(2)));
-        assert_eq!(
-            s.get("renewal_term_duration"),
-            None,
-            "empty string is no value"
-        );
-        assert_eq!(s.get("term_duration"), None);
-        assert_eq!(s.text("partner_id"), Some("4847383"));
-        assert_eq!(s.text("product_type"), Some("OnlineServicesNCE"));
-        assert!(s.get("creation_date").is_some());
-        assert!(s.raw.get().contains("someFieldFromTomorrow"), "kept in raw");
-        assert!(Subscription::from_json(obj(json!({"offerId": "x"}))).is_err());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::partner_center::fields::{Field, FieldValue, SUBSCRIPTION_FIELDS};
-use crate::partner_center::{Complete, Subscription};
+use crate::partner_center::Complete;
+use crate::partner_center::fields::Field;
 
 /// Which stored rows one fetch speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,46 +66,6 @@ pub trait Entity {
                 field: field.column,
                 old,
                 new,
-            })
-            .collect()
-    }
-}
-
-impl Entity for Subscription {
-    const KIND: &'static str = "subscription";
-    const FIELDS: &'static [Field] = SUBSCRIPTION_FIELDS;
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn values(&self) -> Vec<Option<String>> {
-        Subscription::values(self)
-            .iter()
-            .map(|v| v.as_ref().map(FieldValue::to_text))
-            .collect()
-    }
-
-    fn raw_json(&self) -> Value {
-        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
-    }
-
-    fn partner(&self) -> Option<&str> {
-        self.text("partner_id")
-    }
-
-    /// Compares typed values; only those that differ are rendered as text.
-    fn changed_fields(&self, new: &Self) -> Vec<FieldChange> {
-        let text = |v: &Option<FieldValue>| v.as_ref().map(FieldValue::to_text);
-        Subscription::values(self)
-            .iter()
-            .zip(Subscription::values(new))
-            .zip(SUBSCRIPTION_FIELDS)
-            .filter(|((o, n), _)| o != n)
-            .map(|((old, new), field)| FieldChange {
-                field: field.column,
-                old: text(old),
-                new: text(new),
             })
             .collect()
     }
@@ -248,6 +208,7 @@ pub fn needs_second_look(removals: usize, current: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::resource::Subscription;
     use serde_json::json;
 
     fn sub(id: &str, status: &str, quantity: i64) -> Subscription {

@@ -1125,7 +1125,11 @@ impl Writer {
                     Scope::Partner(p) => Some(p.as_str()),
                     Scope::AllPartners => None,
                 };
-                match ctx.client.subscriptions(first.customer, mpn).await {
+                match ctx
+                    .client
+                    .subscriptions(first.customer, mpn, resource::Subscription::from_raw)
+                    .await
+                {
                     Ok(subscriptions) => ToWriter::Snapshot(store::CustomerSnapshot {
                         subscriptions,
                         first_look: Some(removals),
@@ -1238,13 +1242,15 @@ async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> Custome
     let fetch_skus = ctx.fetch_license_usage && planned.needs_managed_services();
     let customer = planned.customer;
     let scope = Scope::of(customer.mpn_id.as_deref());
-    let subs = ctx
-        .client
-        .subscriptions(customer.id, customer.mpn_id.as_deref());
+    let subs = ctx.client.subscriptions(
+        customer.id,
+        customer.mpn_id.as_deref(),
+        resource::Subscription::from_raw,
+    );
     let services = async {
         if fetch_services {
             ctx.client
-                .managed_services(customer.id, resource::ManagedService::from_json)
+                .managed_services(customer.id, resource::ManagedService::from_raw)
                 .await
                 .map(Some)
         } else {
@@ -1254,12 +1260,8 @@ async fn sync_customer(ctx: Arc<TaskContext>, planned: plan::Planned) -> Custome
     let skus = async {
         if fetch_skus {
             ctx.client
-                .subscribed_skus(customer.id)
+                .subscribed_skus(customer.id, resource::SubscribedSku::from_raw)
                 .await
-                .and_then(|all| {
-                    all.try_map(resource::SubscribedSku::from_json)
-                        .map_err(|e| ctx.client.unreadable(customer.id, "subscribedskus", e))
-                })
                 .map(Some)
         } else {
             Ok(None)

@@ -4,13 +4,21 @@
 //! (through [`Entity`]), the stored-row read and the batch statement's parts are generated from
 //! the description, so adding a resource means its description, its migration and its tests.
 //!
-//! Managed services and subscribed SKUs are described here. Subscriptions keep their own path
-//! for now (a partner filter, untracked rows, the second look); they move onto this one next.
+//! Subscriptions, managed services and subscribed SKUs are described here. What only
+//! subscriptions have is said in their description too: a partner column (`?mpn_id=` speaks
+//! only for that partner's rows; the others become untracked, not removed). The second look
+//! before a mass removal is the store's rule for the first resource of a customer.
+//!
+//! An object is read straight from the answer's bytes: the top-level values a field needs are
+//! parsed alone (a nested path parses its top-level parent once), and the object's text is
+//! kept as it came, with no JSON tree built for the whole.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::diff::{Entity, FieldChange};
@@ -37,6 +45,10 @@ pub struct Resource {
     pub fields: &'static [Field],
     /// How messages name one ("managed service").
     pub noun: &'static str,
+    /// The column of the partner that sold it, for a resource fetched per partner
+    /// (`?mpn_id=`): a stored row of another partner is then untracked (`untracked_at`), not
+    /// removed. The table has an `untracked_at` column.
+    pub partner: Option<&'static str>,
 }
 
 /// A type that stands for one [`Resource`].
@@ -47,6 +59,137 @@ pub trait Described: 'static {
 const fn field(column: &'static str, path: &'static [&'static str], kind: Kind) -> Field {
     Field { column, path, kind }
 }
+
+/// A subscription: what the customer bought, its term, its billing and its next term.
+pub const SUBSCRIPTIONS: Resource = Resource {
+    entity: "subscription",
+    table: "subscriptions",
+    key: "subscription_id",
+    id_path: &["id"],
+    history: Some("subscription_history"),
+    undiffed: &[],
+    fields: SUBSCRIPTION_FIELDS,
+    noun: "subscription",
+    partner: Some("partner_id"),
+};
+
+const NEXT_TERM: &str = "scheduledNextTermInstructions";
+
+/// Every Subscription field with a column, in column order.
+pub const SUBSCRIPTION_FIELDS: &[Field] = &[
+    field("offer_id", &["offerId"], Kind::Text),
+    field("offer_name", &["offerName"], Kind::Text),
+    field("friendly_name", &["friendlyName"], Kind::Text),
+    field("quantity", &["quantity"], Kind::Integer),
+    field("unit_type", &["unitType"], Kind::Text),
+    field("status", &["status"], Kind::Text),
+    field("auto_renew_enabled", &["autoRenewEnabled"], Kind::Boolean),
+    field("is_trial", &["isTrial"], Kind::Boolean),
+    field("billing_type", &["billingType"], Kind::Text),
+    field("billing_cycle", &["billingCycle"], Kind::Text),
+    field("term_duration", &["termDuration"], Kind::Text),
+    field(
+        "renewal_term_duration",
+        &["renewalTermDuration"],
+        Kind::Text,
+    ),
+    field("creation_date", &["creationDate"], Kind::Timestamp),
+    field("effective_start_date", &["effectiveStartDate"], Kind::Date),
+    field("commitment_end_date", &["commitmentEndDate"], Kind::Date),
+    field(
+        "cancellation_allowed_until",
+        &["cancellationAllowedUntilDate"],
+        Kind::Timestamp,
+    ),
+    field("partner_id", &["partnerId"], Kind::Text),
+    field("contract_type", &["contractType"], Kind::Text),
+    field("order_id", &["orderId"], Kind::Text),
+    field("product_type", &["productType", "id"], Kind::Text),
+    field("publisher_name", &["publisherName"], Kind::Text),
+    field(
+        "billing_cycle_end_date",
+        &["billingCycleEndDate"],
+        Kind::Date,
+    ),
+    field(
+        "commitment_end_date_time",
+        &["commitmentEndDateTime"],
+        Kind::Timestamp,
+    ),
+    field(
+        "refundable_quantity",
+        &["refundableQuantity", "totalQuantity"],
+        Kind::Integer,
+    ),
+    field(
+        "refundable_quantity_details",
+        &["refundableQuantity", "details"],
+        Kind::Json,
+    ),
+    field("attention_needed", &["attentionNeeded"], Kind::Boolean),
+    field("action_taken", &["actionTaken"], Kind::Boolean),
+    field(
+        "has_purchasable_addons",
+        &["hasPurchasableAddons"],
+        Kind::Boolean,
+    ),
+    field(
+        "is_microsoft_product",
+        &["isMicrosoftProduct"],
+        Kind::Boolean,
+    ),
+    field("scheduled_next_term", &[NEXT_TERM], Kind::Json),
+    field(
+        "next_term_product_id",
+        &[NEXT_TERM, "product", "productId"],
+        Kind::Text,
+    ),
+    field(
+        "next_term_sku_id",
+        &[NEXT_TERM, "product", "skuId"],
+        Kind::Text,
+    ),
+    field(
+        "next_term_availability_id",
+        &[NEXT_TERM, "product", "availabilityId"],
+        Kind::Text,
+    ),
+    field(
+        "next_term_billing_cycle",
+        &[NEXT_TERM, "product", "billingCycle"],
+        Kind::Text,
+    ),
+    field(
+        "next_term_duration",
+        &[NEXT_TERM, "product", "termDuration"],
+        Kind::Text,
+    ),
+    field(
+        "next_term_quantity",
+        &[NEXT_TERM, "quantity"],
+        Kind::Integer,
+    ),
+    field(
+        "parent_subscription_id",
+        &["parentSubscriptionId"],
+        Kind::Text,
+    ),
+    field("entitlement_id", &["entitlementId"], Kind::Text),
+    field("promotion_id", &["promotionId"], Kind::Text),
+    field("custom_term_end_date", &["customTermEndDate"], Kind::Date),
+    field("suspension_reasons", &["suspensionReasons"], Kind::TextList),
+];
+
+/// Stands for [`SUBSCRIPTIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscriptions {}
+
+impl Described for Subscriptions {
+    const RESOURCE: &'static Resource = &SUBSCRIPTIONS;
+}
+
+/// A subscription as read.
+pub type Subscription = Record<Subscriptions>;
 
 /// A managed service: a service the partner administers for the customer, with its portal links.
 pub const MANAGED_SERVICES: Resource = Resource {
@@ -76,6 +219,7 @@ pub const MANAGED_SERVICES: Resource = Resource {
         ),
     ],
     noun: "managed service",
+    partner: None,
 };
 
 /// Stands for [`MANAGED_SERVICES`].
@@ -120,6 +264,7 @@ pub const SUBSCRIBED_SKUS: Resource = Resource {
         field("service_plans", &["servicePlans"], Kind::Json),
     ],
     noun: "subscribed SKU",
+    partner: None,
 };
 
 /// Stands for [`SUBSCRIBED_SKUS`].
@@ -133,12 +278,12 @@ impl Described for SubscribedSkus {
 /// A subscribed SKU as read.
 pub type SubscribedSku = Record<SubscribedSkus>;
 
-/// One object of a resource: its id, its fields typed in the description's order, its whole
-/// JSON.
+/// One object of a resource: its id, its fields typed in the description's order, and the
+/// object's text as Partner Center sent it.
 pub struct Record<R> {
     pub id: String,
     values: Vec<Option<FieldValue>>,
-    pub raw: Map<String, Value>,
+    pub raw: Box<RawValue>,
     resource: PhantomData<fn() -> R>,
 }
 
@@ -155,7 +300,7 @@ impl<R> Clone for Record<R> {
 
 impl<R> PartialEq for Record<R> {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.values == other.values && self.raw == other.raw
+        self.id == other.id && self.values == other.values && self.raw.get() == other.raw.get()
     }
 }
 
@@ -168,48 +313,90 @@ impl<R: Described> std::fmt::Debug for Record<R> {
     }
 }
 
-/// The value at `path`, if every step is there.
-fn at<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-    let mut v = map.get(*path.first()?)?;
-    for step in &path[1..] {
-        v = v.get(*step)?;
+/// The value at `path`: the top-level key's text parsed alone, or for deeper paths the (small)
+/// value under the top-level key, parsed once per object and kept in `nested`.
+fn read_at<'a>(
+    top: &'a HashMap<String, &RawValue>,
+    nested: &mut HashMap<&'a str, Value>,
+    path: &[&str],
+    kind: Kind,
+) -> Result<Option<FieldValue>, fields::WrongType> {
+    let Some((first, rest)) = path.split_first() else {
+        return Ok(None);
+    };
+    let Some((key, raw)) = top.get_key_value(*first) else {
+        return Ok(None);
+    };
+    let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
+    let shown = || path.join(".");
+    if rest.is_empty() {
+        return fields::read_as(kind, &parse(raw), &shown);
     }
-    Some(v)
+    let parent = nested.entry(key.as_str()).or_insert_with(|| parse(raw));
+    let mut at: &Value = parent;
+    for (depth, step) in rest.iter().enumerate() {
+        at = match at {
+            Value::Null => return Ok(None),
+            Value::Object(m) => match m.get(*step) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            other => {
+                return Err(fields::WrongType {
+                    path: path[..=depth].join("."),
+                    shown: other.to_string(),
+                    expected: "an object",
+                });
+            }
+        };
+    }
+    fields::read_as(kind, at, &shown)
 }
 
 impl<R: Described> Record<R> {
-    /// Reads one object by the description. An absent, null or empty field has no value; a
-    /// value of the wrong type is an error naming the object, the field and the value.
-    pub fn from_json(map: Map<String, Value>) -> Result<Record<R>, ParseError> {
+    /// Reads one object from its JSON text by the description. An absent, null or empty field
+    /// has no value; a value of the wrong type is an error naming the object, the field and
+    /// the value, never a silent `None`.
+    pub fn from_raw(raw: Box<RawValue>) -> Result<Record<R>, ParseError> {
         let r = R::RESOURCE;
-        let id = match at(&map, r.id_path) {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(ParseError(format!("{} without an id", r.noun))),
+        let (id, values) = {
+            // Keys as owned text: a key written with an escape cannot be borrowed.
+            let top: HashMap<String, &RawValue> = serde_json::from_str(raw.get())
+                .map_err(|e| ParseError(format!("a {} is not a JSON object: {e}", r.noun)))?;
+            let mut nested = HashMap::new();
+            let id = match read_at(&top, &mut nested, r.id_path, Kind::Text) {
+                Ok(Some(FieldValue::Text(s))) => s,
+                _ => return Err(ParseError(format!("{} without an id", r.noun))),
+            };
+            let values = r
+                .fields
+                .iter()
+                .map(|f| read_at(&top, &mut nested, f.path, f.kind))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ParseError(format!("{} {id}: {e}", r.noun)))?;
+            (id, values)
         };
-        let values = r
-            .fields
-            .iter()
-            .map(|f| match at(&map, f.path) {
-                None => Ok(None),
-                Some(v) => fields::read(f, v),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ParseError(format!("{} {id}: {e}", r.noun)))?;
         Ok(Record {
             id,
             values,
-            raw: map,
+            raw,
             resource: PhantomData,
         })
     }
 
-    /// A stored row: its id and its columns' values (no JSON: not needed to compare).
+    /// From an object already parsed (tests, the simulator's data).
+    pub fn from_json(map: Map<String, Value>) -> Result<Record<R>, ParseError> {
+        let raw = serde_json::value::to_raw_value(&map).map_err(|e| ParseError(e.to_string()))?;
+        Record::from_raw(raw)
+    }
+
+    /// A stored row: its id and its columns' values (no JSON: not needed to compare). With no
+    /// values, it stands for a row the database found unchanged.
     pub fn stored(id: String, values: Vec<Option<FieldValue>>) -> Record<R> {
         Record {
             id,
             values,
-            raw: Map::new(),
+            raw: empty_object(),
             resource: PhantomData,
         }
     }
@@ -219,17 +406,27 @@ impl<R: Described> Record<R> {
         &self.values
     }
 
-    /// A text field by its column.
-    pub fn text(&self, column: &str) -> Option<&str> {
+    /// The value of the field with this column.
+    pub fn get(&self, column: &str) -> Option<&FieldValue> {
         R::RESOURCE
             .fields
             .iter()
             .position(|f| f.column == column)
-            .and_then(|i| match self.values.get(i) {
-                Some(Some(FieldValue::Text(s))) => Some(s.as_str()),
-                _ => None,
-            })
+            .and_then(|i| self.values.get(i))
+            .and_then(Option::as_ref)
     }
+
+    /// A text field by its column.
+    pub fn text(&self, column: &str) -> Option<&str> {
+        match self.get(column) {
+            Some(FieldValue::Text(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_string()).unwrap_or_else(|_| unreachable!("valid JSON"))
 }
 
 impl<R: Described> Entity for Record<R> {
@@ -248,7 +445,11 @@ impl<R: Described> Entity for Record<R> {
     }
 
     fn raw_json(&self) -> Value {
-        Value::Object(self.raw.clone())
+        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+    }
+
+    fn partner(&self) -> Option<&str> {
+        R::RESOURCE.partner.and_then(|column| self.text(column))
     }
 
     /// Compares typed values; only those that differ are rendered as text.
@@ -311,10 +512,12 @@ impl Resource {
     }
 
     /// The stored rows of the customers `$1`, compared by PostgreSQL with the fetched JSON
-    /// `$2` (`[{customer_id, id, raw}]`): `removed`, `raw_same`, and `old_raw` when it differs.
+    /// `$2` (`[{customer_id, id, raw}]`): `removed`, `untracked`, `raw_same`, and `old_raw`
+    /// when it differs.
     pub fn stored_rows_sql(&self) -> String {
         format!(
             "SELECT t.customer_id, t.{key} AS id, {cols}, t.removed_at IS NOT NULL AS removed,
+                    {untracked} AS untracked,
                     coalesce(t.raw = f.raw, false) AS raw_same,
                     CASE WHEN f.raw IS NOT NULL AND t.raw <> f.raw THEN t.raw END AS old_raw
              FROM pcsync.{table} t
@@ -324,13 +527,30 @@ impl Resource {
             key = self.key,
             cols = self.columns(Some("t")),
             table = self.table,
+            untracked = if self.partner.is_some() {
+                "t.untracked_at IS NOT NULL"
+            } else {
+                "false"
+            },
         )
     }
 
-    /// The batch statement's parts for this resource: `{part}_up` upserts the document's
-    /// `{part}` records (rewriting `changed_at` only on a change), `{part}_rm` marks the
-    /// `{part}_removed` keys removed. `$3` is the batch's time.
-    pub fn write_ctes(&self, part: &str) -> String {
+    /// The names of the batch statement's parts that count written rows.
+    pub fn written_ctes(&self) -> Vec<String> {
+        let t = self.table;
+        let mut names = vec![format!("{t}_up"), format!("{t}_rm")];
+        if self.partner.is_some() {
+            names.push(format!("{t}_untr"));
+        }
+        names
+    }
+
+    /// The batch statement's parts for this resource, reading the document's part named after
+    /// the table (`$1 -> 'subscriptions' -> 'up'`, ...): `{table}_up` upserts the records
+    /// (rewriting `changed_at` only on a change), `{table}_rm` marks the `removed` keys
+    /// removed, `{table}_untr` (with a partner column) the `untracked` keys untracked. `$3` is
+    /// the batch's time.
+    pub fn write_ctes(&self) -> String {
         let cols = self.columns(None);
         let set = self
             .fields
@@ -338,59 +558,81 @@ impl Resource {
             .map(|f| format!("{0} = EXCLUDED.{0}", f.column))
             .collect::<Vec<_>>()
             .join(", ");
-        format!(
-            "{part}_up AS (
-            INSERT INTO pcsync.{table} AS t (customer_id, {key}, {cols}, raw, first_seen_at, changed_at)
+        let tracked = self.partner.is_some();
+        let (was_untracked, clear_untracked) = if tracked {
+            (" OR t.untracked_at IS NOT NULL", ", untracked_at = NULL")
+        } else {
+            ("", "")
+        };
+        let mut sql = format!(
+            "{t}_up AS (
+            INSERT INTO pcsync.{t} AS t (customer_id, {key}, {cols}, raw, first_seen_at, changed_at)
             SELECT u.customer_id, u.id, {u_cols}, u.raw, $3, $3
-            FROM jsonb_to_recordset($1::jsonb -> '{part}')
+            FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'up')
                 AS u(customer_id uuid, id text, {record}, raw jsonb)
             ON CONFLICT (customer_id, {key}) DO UPDATE SET {set}, raw = EXCLUDED.raw,
                 changed_at = CASE
-                    WHEN t.removed_at IS NOT NULL OR ({old}) IS DISTINCT FROM ({new})
+                    WHEN t.removed_at IS NOT NULL{was_untracked} OR ({old}) IS DISTINCT FROM ({new})
                     THEN $3::timestamptz ELSE t.changed_at END,
-                removed_at = NULL
+                removed_at = NULL{clear_untracked}
             RETURNING t.customer_id, t.{key} AS id, {t_cols}
         ),
-        {part}_rm AS (
-            UPDATE pcsync.{table} t SET removed_at = $3::timestamptz, changed_at = $3::timestamptz
-            FROM jsonb_to_recordset($1::jsonb -> '{part}_removed') AS r(customer_id uuid, id text)
+        {t}_rm AS (
+            UPDATE pcsync.{t} t SET removed_at = $3::timestamptz, changed_at = $3::timestamptz{clear_untracked}
+            FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'removed') AS r(customer_id uuid, id text)
             WHERE t.customer_id = r.customer_id AND t.{key} = r.id AND t.removed_at IS NULL
             RETURNING 1
         )",
-            table = self.table,
+            t = self.table,
             key = self.key,
             u_cols = self.columns(Some("u")),
             record = self.record_definition(),
             old = self.columns(Some("t")),
             t_cols = self.columns(Some("t")),
             new = self.columns(Some("EXCLUDED")),
-        ) + &self.history_ctes(part)
+        );
+        if tracked {
+            sql += &format!(
+                ",
+        {t}_untr AS (
+            UPDATE pcsync.{t} t SET untracked_at = $3::timestamptz, changed_at = $3::timestamptz
+            FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'untracked') AS r(customer_id uuid, id text)
+            WHERE t.customer_id = r.customer_id AND t.{key} = r.id
+              AND t.removed_at IS NULL AND t.untracked_at IS NULL
+            RETURNING 1
+        )",
+                t = self.table,
+                key = self.key,
+            );
+        }
+        sql + &self.history_ctes()
     }
 
-    /// With a history table: `{part}_closed` ends the current version of the
-    /// `{part}_closing` keys, `{part}_opened` opens one for the `{part}_opening` keys from the
-    /// upserted rows (`$2` is the run). The no-overlap rule is checked at the end of the
-    /// transaction, so one statement may close and open.
-    fn history_ctes(&self, part: &str) -> String {
+    /// With a history table: `{table}_closed` ends the current version of the `closing`
+    /// keys, `{table}_opened` opens one for the `opening` keys from the upserted rows (`$2` is
+    /// the run). The no-overlap rule is checked at the end of the transaction, so one
+    /// statement may close and open.
+    fn history_ctes(&self) -> String {
         let Some(history) = self.history else {
             return String::new();
         };
         format!(
             ",
-        {part}_closed AS (
+        {t}_closed AS (
             UPDATE pcsync.{history} h SET valid_to = $3::timestamptz
-            FROM jsonb_to_recordset($1::jsonb -> '{part}_closing') AS c(customer_id uuid, id text)
+            FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'closing') AS c(customer_id uuid, id text)
             WHERE h.customer_id = c.customer_id AND h.{key} = c.id AND h.valid_to IS NULL
             RETURNING 1
         ),
-        {part}_opened AS (
+        {t}_opened AS (
             INSERT INTO pcsync.{history} (customer_id, {key}, valid_from, run_id, {cols})
             SELECT up.customer_id, up.id, $3, $2, {up_cols}
-            FROM {part}_up up
-            JOIN jsonb_to_recordset($1::jsonb -> '{part}_opening') AS o(customer_id uuid, id text)
+            FROM {t}_up up
+            JOIN jsonb_to_recordset($1::jsonb -> '{t}' -> 'opening') AS o(customer_id uuid, id text)
               ON o.customer_id = up.customer_id AND o.id = up.id
             RETURNING 1
         )",
+            t = self.table,
             key = self.key,
             cols = self.columns(None),
             up_cols = self.columns(Some("up")),
@@ -408,6 +650,108 @@ mod tests {
     }
 
     #[test]
+    fn values_of_the_wrong_type_are_errors_that_name_field_and_value() {
+        let base = json!({"id": "s-1", "offerId": "X"});
+        for (field, value, says) in [
+            (
+                "quantity",
+                json!("five"),
+                "\"quantity\" has the value \"five\"",
+            ),
+            ("quantity", json!(2.5), "2.5"),
+            ("autoRenewEnabled", json!("maybe"), "\"maybe\""),
+            ("autoRenewEnabled", json!(1), "autoRenewEnabled"),
+            ("commitmentEndDate", json!("soon"), "\"soon\""),
+            ("commitmentEndDate", json!(20240101), "commitmentEndDate"),
+            ("offerName", json!({"en": "x"}), "offerName"),
+            ("productType", json!("NCE"), "productType"),
+        ] {
+            let mut m = obj(base.clone());
+            m.insert(field.to_string(), value);
+            let e = Subscription::from_json(m).expect_err(field).to_string();
+            assert!(e.starts_with("subscription s-1: "), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
+        // Absent, null and empty stay no value.
+        let s = Subscription::from_json(obj(json!({
+            "id": "s-1", "quantity": null, "autoRenewEnabled": "", "commitmentEndDate": "",
+            "partnerId": 4847383, "quantityAsText": "five"
+        })))
+        .expect("parses");
+        assert_eq!(
+            (
+                s.get("quantity"),
+                s.get("auto_renew_enabled"),
+                s.get("commitment_end_date")
+            ),
+            (None, None, None)
+        );
+        assert_eq!(s.text("partner_id"), Some("4847383"));
+    }
+
+    #[test]
+    fn subscription_fields_are_read_leniently() {
+        let s = Subscription::from_json(obj(json!({
+            "id": "bbbb1b1b-cc2c-dd3d-ee4e-ffffff5f5f5f",
+            "offerId": "CFQ7TTC0LH18:0001:CFQ7TTC0P0WS",
+            "quantity": "2",
+            "autoRenewEnabled": true,
+            "renewalTermDuration": "",
+            "termDuration": null,
+            "partnerId": 4847383,
+            "productType": {"id": "OnlineServicesNCE", "displayName": "OnlineServicesNCE"},
+            "creationDate": "2024-06-05T19:26:38.3667635Z",
+            "someFieldFromTomorrow": {"nested": [1, 2]}
+        })))
+        .expect("parses");
+        assert_eq!(s.get("quantity"), Some(&FieldValue::Integer(2)));
+        assert_eq!(
+            s.get("renewal_term_duration"),
+            None,
+            "empty string is no value"
+        );
+        assert_eq!(s.get("term_duration"), None);
+        assert_eq!(s.text("partner_id"), Some("4847383"));
+        assert_eq!(s.text("product_type"), Some("OnlineServicesNCE"));
+        assert!(s.get("creation_date").is_some());
+        assert!(s.raw.get().contains("someFieldFromTomorrow"), "kept in raw");
+        assert!(Subscription::from_json(obj(json!({"offerId": "x"}))).is_err());
+    }
+
+    #[test]
+    fn columns_are_unique_and_snake_case() {
+        for resource in [&SUBSCRIPTIONS, &MANAGED_SERVICES, &SUBSCRIBED_SKUS] {
+            let mut seen = std::collections::HashSet::new();
+            for field in resource.fields {
+                assert!(seen.insert(field.column), "{} twice", field.column);
+                assert!(
+                    field
+                        .column
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{}",
+                    field.column
+                );
+                assert!(!field.path.is_empty());
+            }
+            if let Some(p) = resource.partner {
+                assert!(resource.fields.iter().any(|f| f.column == p), "{p}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_written_with_an_escape_is_read() {
+        let raw = RawValue::from_string(r#"{"\u0069d": "s-1", "quantity": 3}"#.to_string())
+            .expect("json");
+        let s = Subscription::from_raw(raw).expect("reads");
+        assert_eq!(
+            (s.id.as_str(), s.get("quantity")),
+            ("s-1", Some(&FieldValue::Integer(3)))
+        );
+    }
+
+    #[test]
     fn a_managed_service_reads_by_its_description() {
         let s = ManagedService::from_json(obj(json!({
             "id": "Exchange", "name": "Exchange", "groupName": "Office",
@@ -419,7 +763,7 @@ mod tests {
         assert_eq!(s.text("group_name"), Some("Office"));
         assert_eq!(s.text("service_ticket_uri"), None, "absent: no value");
         assert!(
-            s.raw.contains_key("somethingNew"),
+            s.raw.get().contains("somethingNew"),
             "the whole object is kept"
         );
         let e = ManagedService::from_json(obj(json!({"id": "X", "name": {"a": 1}})))

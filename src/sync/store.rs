@@ -2,15 +2,15 @@
 //! difference atomically in one statement (never one statement per row) that also keeps the
 //! history, the change events and the customer's sync status. Unchanged rows are not written.
 //!
-//! A batch goes to PostgreSQL as one JSON document whose parts are read by name with
-//! `jsonb_to_recordset`, and the subscription columns are generated from
-//! [`SUBSCRIPTION_FIELDS`]: no value is matched to its column by position.
+//! A batch goes to PostgreSQL as one JSON document with a part per resource, read by name with
+//! `jsonb_to_recordset`; every resource's reads and writes are generated from its description
+//! ([`super::resource`]): no value is matched to its column by position, and subscriptions,
+//! managed services and subscribed SKUs take the same path.
 
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde::ser::SerializeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
@@ -21,10 +21,11 @@ use uuid::Uuid;
 use super::customers::ListedCustomer;
 use super::diff::{Entity, JsonChange, Op, Scope, Stored, diff, json_changes, needs_second_look};
 use super::resource::{
-    Described, ManagedService, ManagedServices, Record, RecordDoc, SubscribedSku, SubscribedSkus,
+    Described, ManagedService, ManagedServices, Record, RecordDoc, Resource, SubscribedSku,
+    SubscribedSkus, Subscription, Subscriptions,
 };
-use crate::partner_center::fields::{FieldValue, Kind, SUBSCRIPTION_FIELDS};
-use crate::partner_center::{Complete, Subscription};
+use crate::partner_center::Complete;
+use crate::partner_center::fields::{FieldValue, Kind};
 
 /// One change, as written to `change_events` and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,33 +98,7 @@ fn events_of<E: Entity>(ops: &[Op<'_, E>], old_raw: &HashMap<String, Value>) -> 
     events
 }
 
-/// The subscription columns, each prefixed with `table.`.
-fn qualified(table: &str) -> String {
-    SUBSCRIPTION_FIELDS
-        .iter()
-        .map(|f| format!("{table}.{}", f.column))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn columns() -> String {
-    SUBSCRIPTION_FIELDS
-        .iter()
-        .map(|f| f.column)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `column type, ...` for `jsonb_to_recordset`'s record definition.
-fn record_definition() -> String {
-    SUBSCRIPTION_FIELDS
-        .iter()
-        .map(|f| format!("{} {}", f.column, f.kind.sql_type()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A column of a stored subscription, read as its field's kind.
+/// A stored column, read as its field's kind.
 fn decode(row: &PgRow, column: &str, kind: Kind) -> Result<Option<FieldValue>, sqlx::Error> {
     Ok(match kind {
         Kind::Text => row
@@ -157,7 +132,7 @@ struct StoredRow<E> {
     old_raw: Option<Value>,
 }
 
-fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Error> {
+fn stored_record<R: Described>(row: &PgRow) -> Result<StoredRow<Record<R>>, sqlx::Error> {
     let removed: bool = row.try_get("removed")?;
     let untracked: bool = row.try_get("untracked")?;
     let raw_same: bool = row.try_get("raw_same")?;
@@ -166,7 +141,8 @@ fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Err
     let values = if raw_same && !removed && !untracked {
         Vec::new()
     } else {
-        SUBSCRIPTION_FIELDS
+        R::RESOURCE
+            .fields
             .iter()
             .map(|f| decode(row, f.column, f.kind))
             .collect::<Result<Vec<_>, _>>()?
@@ -178,24 +154,6 @@ fn stored_subscription(row: &PgRow) -> Result<StoredRow<Subscription>, sqlx::Err
             removed,
             untracked,
             raw_same: Some(raw_same),
-            entity: Subscription::stored(row.try_get("subscription_id")?, values),
-        },
-    })
-}
-
-fn stored_record<R: Described>(row: &PgRow) -> Result<StoredRow<Record<R>>, sqlx::Error> {
-    let values = R::RESOURCE
-        .fields
-        .iter()
-        .map(|f| decode(row, f.column, f.kind))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(StoredRow {
-        customer: row.try_get("customer_id")?,
-        old_raw: row.try_get("old_raw")?,
-        stored: Stored {
-            removed: row.try_get("removed")?,
-            untracked: false,
-            raw_same: Some(row.try_get("raw_same")?),
             entity: Record::stored(row.try_get("id")?, values),
         },
     })
@@ -218,7 +176,7 @@ async fn read_stored<R: Described>(
     if with.is_empty() {
         return Ok(stored);
     }
-    let fetched: Vec<FetchedRecord<'_, serde_json::Map<String, Value>>> = batch
+    let fetched: Vec<FetchedRecord<'_>> = batch
         .iter()
         .flat_map(|f| {
             pick(f).into_iter().flatten().map(|r| FetchedRecord {
@@ -240,11 +198,14 @@ async fn read_stored<R: Described>(
     Ok(stored)
 }
 
-/// A described resource's part of the batch document: rows to upsert, keys removed, and
-/// (with a history) versions to close and open.
+/// A described resource's part of the batch document: rows to upsert, keys removed or
+/// untracked, and (with a history) versions to close and open.
+#[derive(Serialize)]
+#[serde(bound = "R: Described")]
 struct Part<'a, R> {
     up: Vec<RecordDoc<'a, R>>,
     removed: Vec<Key>,
+    untracked: Vec<Key>,
     closing: Vec<Key>,
     opening: Vec<Key>,
 }
@@ -254,6 +215,7 @@ impl<R> Default for Part<'_, R> {
         Part {
             up: Vec::new(),
             removed: Vec::new(),
+            untracked: Vec::new(),
             closing: Vec::new(),
             opening: Vec::new(),
         }
@@ -293,8 +255,14 @@ impl<'a, R: Described> Part<'a, R> {
                     customer_id: customer,
                     record: r,
                 }),
-                Op::Removed(id) | Op::Untracked(id) => {
+                Op::Removed(id) => {
                     self.removed.push(key(id));
+                    if history {
+                        self.closing.push(key(id));
+                    }
+                }
+                Op::Untracked(id) => {
+                    self.untracked.push(key(id));
                     if history {
                         self.closing.push(key(id));
                     }
@@ -310,61 +278,24 @@ impl<'a, R: Described> Part<'a, R> {
 /// written whole or not at all. The history's no-overlap constraint is checked at the end
 /// (migration 4), so closing a version and opening the next may share the statement.
 fn write_statement() -> String {
-    let cols = columns();
-    let set = SUBSCRIPTION_FIELDS
+    let resources: [&Resource; 3] = [
+        Subscriptions::RESOURCE,
+        ManagedServices::RESOURCE,
+        SubscribedSkus::RESOURCE,
+    ];
+    let parts = resources
         .iter()
-        .map(|f| format!("{0} = EXCLUDED.{0}", f.column))
+        .map(|r| r.write_ctes())
         .collect::<Vec<_>>()
-        .join(", ");
-    let key = |part: &str, alias: &str| {
-        format!("jsonb_to_recordset($1::jsonb -> '{part}') AS {alias}(customer_id uuid, id text)")
-    };
+        .join(",\n        ");
+    let written = resources
+        .iter()
+        .flat_map(|r| r.written_ctes())
+        .map(|cte| format!("(SELECT count(*) FROM {cte})"))
+        .collect::<Vec<_>>()
+        .join(" + ");
     format!(
-        "WITH up AS (
-            INSERT INTO pcsync.subscriptions AS s
-                (customer_id, subscription_id, {cols}, raw, first_seen_at, changed_at)
-            SELECT u.customer_id, u.subscription_id, {u_cols}, u.raw, $3, $3
-            FROM jsonb_to_recordset($1::jsonb -> 'subscriptions')
-                AS u(customer_id uuid, subscription_id text, {record}, raw jsonb)
-            ON CONFLICT (customer_id, subscription_id) DO UPDATE SET {set}, raw = EXCLUDED.raw,
-                changed_at = CASE
-                    WHEN s.removed_at IS NOT NULL OR s.untracked_at IS NOT NULL
-                      OR ({old}) IS DISTINCT FROM ({new})
-                    THEN $3::timestamptz ELSE s.changed_at END,
-                removed_at = NULL,
-                untracked_at = NULL
-            RETURNING customer_id, subscription_id, {cols}
-        ),
-        rm AS (
-            UPDATE pcsync.subscriptions s SET removed_at = $3::timestamptz, untracked_at = NULL,
-                changed_at = $3::timestamptz
-            FROM {removed}
-            WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id AND s.removed_at IS NULL
-            RETURNING 1
-        ),
-        untr AS (
-            UPDATE pcsync.subscriptions s SET untracked_at = $3::timestamptz, changed_at = $3::timestamptz
-            FROM {untracked}
-            WHERE s.customer_id = r.customer_id AND s.subscription_id = r.id
-              AND s.removed_at IS NULL AND s.untracked_at IS NULL
-            RETURNING 1
-        ),
-        closed AS (
-            UPDATE pcsync.subscription_history h SET valid_to = $3::timestamptz
-            FROM {closing}
-            WHERE h.customer_id = c.customer_id AND h.subscription_id = c.id AND h.valid_to IS NULL
-            RETURNING 1
-        ),
-        opened AS (
-            INSERT INTO pcsync.subscription_history
-                (customer_id, subscription_id, valid_from, run_id, {cols})
-            SELECT up.customer_id, up.subscription_id, $3::timestamptz, $2, {up_cols}
-            FROM up JOIN {opening}
-              ON o.customer_id = up.customer_id AND o.id = up.subscription_id
-            RETURNING 1
-        ),
-        {services},
-        {skus},
+        "WITH {parts},
         ev AS (
             INSERT INTO pcsync.change_events
                 (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths,
@@ -384,20 +315,7 @@ fn write_statement() -> String {
             WHERE c.customer_id = a.customer_id AND c.last_status <> 'succeeded'
             RETURNING 1
         )
-        SELECT ((SELECT count(*) FROM up) + (SELECT count(*) FROM rm) + (SELECT count(*) FROM untr)
-              + (SELECT count(*) FROM services_up) + (SELECT count(*) FROM services_rm)
-              + (SELECT count(*) FROM skus_up) + (SELECT count(*) FROM skus_rm))::bigint",
-        u_cols = qualified("u"),
-        up_cols = qualified("up"),
-        old = qualified("s"),
-        new = qualified("EXCLUDED"),
-        record = record_definition(),
-        removed = key("removed", "r"),
-        untracked = key("untracked", "r"),
-        closing = key("closing", "c"),
-        opening = key("opening", "o"),
-        services = ManagedServices::RESOURCE.write_ctes("services"),
-        skus = SubscribedSkus::RESOURCE.write_ctes("skus"),
+        SELECT ({written})::bigint"
     )
 }
 
@@ -452,28 +370,6 @@ struct Key {
     id: String,
 }
 
-/// A subscription's typed values as a JSON object keyed by column.
-struct FieldsByColumn<'a>(&'a Subscription);
-
-impl Serialize for FieldsByColumn<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(SUBSCRIPTION_FIELDS.len()))?;
-        for (field, value) in SUBSCRIPTION_FIELDS.iter().zip(self.0.values()) {
-            map.serialize_entry(field.column, value)?;
-        }
-        map.end()
-    }
-}
-
-#[derive(Serialize)]
-struct SubscriptionRecord<'a> {
-    customer_id: Uuid,
-    subscription_id: &'a str,
-    raw: &'a RawValue,
-    #[serde(flatten)]
-    fields: FieldsByColumn<'a>,
-}
-
 #[derive(Serialize)]
 struct EventRecord<'a> {
     customer_id: Uuid,
@@ -492,39 +388,23 @@ struct Attempt {
     attempt: DateTime<Utc>,
 }
 
-/// Everything one batch writes, by part; sent as one JSON document.
+/// Everything one batch writes: a part per resource, named after its table, then the events
+/// and the customers' attempts; sent as one JSON document.
 #[derive(Serialize, Default)]
 struct BatchDocument<'a> {
-    subscriptions: Vec<SubscriptionRecord<'a>>,
-    removed: Vec<Key>,
-    untracked: Vec<Key>,
-    closing: Vec<Key>,
-    opening: Vec<Key>,
-    services: Vec<RecordDoc<'a, ManagedServices>>,
-    services_removed: Vec<Key>,
-    skus: Vec<RecordDoc<'a, SubscribedSkus>>,
-    skus_removed: Vec<Key>,
-    skus_closing: Vec<Key>,
-    skus_opening: Vec<Key>,
+    subscriptions: Part<'a, Subscriptions>,
+    managed_services: Part<'a, ManagedServices>,
+    subscribed_skus: Part<'a, SubscribedSkus>,
     events: Vec<EventRecord<'a>>,
     customers: Vec<Attempt>,
 }
 
 /// The fetched objects of a batch, for the reads that compare them with the stored ones.
 #[derive(Serialize)]
-struct FetchedRecord<'a, R: Serialize + ?Sized> {
+struct FetchedRecord<'a> {
     customer_id: Uuid,
     id: &'a str,
-    raw: &'a R,
-}
-
-fn subscription_record(customer_id: Uuid, s: &Subscription) -> SubscriptionRecord<'_> {
-    SubscriptionRecord {
-        customer_id,
-        subscription_id: &s.id,
-        raw: &s.raw,
-        fields: FieldsByColumn(s),
-    }
+    raw: &'a RawValue,
 }
 
 /// The stored rows for the diff, and the stored JSON of those whose JSON changed, by id.
@@ -553,44 +433,13 @@ pub async fn store_batch(
     now: DateTime<Utc>,
     batch: &[CustomerSnapshot],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let customers: Vec<Uuid> = batch.iter().map(|f| f.customer).collect();
-    let fetched_subs: Vec<FetchedRecord<'_, RawValue>> = batch
-        .iter()
-        .flat_map(|f| {
-            f.subscriptions.iter().map(|s| FetchedRecord {
-                customer_id: f.customer,
-                id: &s.id,
-                raw: &*s.raw,
-            })
-        })
-        .collect();
-    let mut stored_subs: HashMap<Uuid, Vec<StoredRow<Subscription>>> = HashMap::new();
-    let rows = sqlx::query(&format!(
-        "SELECT s.customer_id, s.subscription_id, {cols}, s.removed_at IS NOT NULL AS removed,
-                s.untracked_at IS NOT NULL AS untracked,
-                coalesce(s.raw = f.raw, false) AS raw_same,
-                CASE WHEN f.raw IS NOT NULL AND s.raw <> f.raw THEN s.raw END AS old_raw
-         FROM pcsync.subscriptions s
-         LEFT JOIN jsonb_to_recordset($2::jsonb) AS f(customer_id uuid, id text, raw jsonb)
-           ON f.customer_id = s.customer_id AND f.id = s.subscription_id
-         WHERE s.customer_id = ANY($1)",
-        cols = qualified("s")
-    ))
-    .bind(&customers)
-    .bind(sqlx::types::Json(&fetched_subs))
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        let r = stored_subscription(row)?;
-        stored_subs.entry(r.customer).or_default().push(r);
-    }
+    let mut stored_subs =
+        read_stored::<Subscriptions>(conn, batch, |f| Some(&f.subscriptions)).await?;
     let mut stored_services =
         read_stored::<ManagedServices>(conn, batch, |f| f.services.as_ref()).await?;
     let mut stored_skus = read_stored::<SubscribedSkus>(conn, batch, |f| f.skus.as_ref()).await?;
 
     let mut doc = BatchDocument::default();
-    let mut services_part = Part::<ManagedServices>::default();
-    let mut skus_part = Part::<SubscribedSkus>::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut verdicts = Vec::new();
     for f in batch {
@@ -631,40 +480,13 @@ pub async fn store_batch(
             Some(fetched) => diff(fetched, &Scope::AllPartners, &services.0),
             None => Vec::new(),
         };
-        let key = |id: &str| Key {
-            customer_id: f.customer,
-            id: id.to_string(),
-        };
-        let mut rows = 0;
-        for op in &sub_ops {
-            rows += 1;
-            match op {
-                Op::Added(s) | Op::Readded(s, _) | Op::Tracked(s, _) => {
-                    doc.subscriptions.push(subscription_record(f.customer, s));
-                    doc.opening.push(key(&s.id));
-                }
-                Op::Changed(s, _) => {
-                    doc.subscriptions.push(subscription_record(f.customer, s));
-                    doc.closing.push(key(&s.id));
-                    doc.opening.push(key(&s.id));
-                }
-                Op::RawChanged(s) => doc.subscriptions.push(subscription_record(f.customer, s)),
-                Op::Removed(id) => {
-                    doc.removed.push(key(id));
-                    doc.closing.push(key(id));
-                }
-                Op::Untracked(id) => {
-                    doc.untracked.push(key(id));
-                    doc.closing.push(key(id));
-                }
-            }
-        }
         let sku_ops = match &f.skus {
             Some(fetched) => diff(fetched, &Scope::AllPartners, &skus.0),
             None => Vec::new(),
         };
-        rows += services_part.add(f.customer, &ms_ops);
-        rows += skus_part.add(f.customer, &sku_ops);
+        let rows = doc.subscriptions.add(f.customer, &sub_ops)
+            + doc.managed_services.add(f.customer, &ms_ops)
+            + doc.subscribed_skus.add(f.customer, &sku_ops);
         let mut events = events_of(&sub_ops, &subs.1);
         events.extend(events_of(&ms_ops, &services.1));
         events.extend(events_of(&sku_ops, &skus.1));
@@ -678,12 +500,6 @@ pub async fn store_batch(
             attempt: f.attempt_started,
         });
     }
-    doc.services = services_part.up;
-    doc.services_removed = services_part.removed;
-    doc.skus = skus_part.up;
-    doc.skus_removed = skus_part.removed;
-    doc.skus_closing = skus_part.closing;
-    doc.skus_opening = skus_part.opening;
     for o in &outcomes {
         for e in &o.events {
             doc.events.push(EventRecord {
