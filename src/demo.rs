@@ -1,9 +1,13 @@
 //! `pcsync demo`: pcsync end to end with no Microsoft account and no configuration. Starts the
-//! simulator in-process, finds a database (as the test harness does), syncs, changes a few
-//! things in the simulated Partner Center, syncs again, and reports what was detected.
+//! simulated Partner Center in-process, finds a database (as the test harness does), and on one
+//! clock shared with the simulator writes a quarter of history as the passes would have written
+//! it: a first load 13 weeks ago, then daily incremental passes and a weekly full pass while
+//! partner users change things and Microsoft rolls terms over. Then it changes a few things
+//! today, syncs once more, and reports what was detected.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Duration, Utc};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -15,6 +19,9 @@ use crate::sync::{self, PassReport, Trigger};
 use crate::{db, telemetry};
 
 const DEMO_DATABASE: &str = "pcsync_demo";
+
+/// How far back the demo's history begins: 13 weeks, a quarter.
+pub const HISTORY_DAYS: i64 = 91;
 
 /// company, object, object id, licenses, kind, field, old value, new value
 type SampleRow = (
@@ -54,30 +61,11 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
     admin.close().await?;
     let database_url = server.database_url(DEMO_DATABASE);
 
-    let sim = Simulator::start(SimConfig {
-        customers,
-        ..SimConfig::default()
-    })
-    .await?;
+    let now = Utc::now();
     let dir = tempfile_dir()?;
-    let csv = dir.join("customers.csv");
-    std::fs::write(&csv, sim.customers_csv())?;
-
-    let mut env: HashMap<String, String> = sim.env_vars().into_iter().collect();
-    env.insert("PCSYNC__DATABASE__URL".into(), database_url.clone());
-    env.insert(
-        "PCSYNC__CUSTOMERS__FILE".into(),
-        csv.to_string_lossy().to_string(),
-    );
-    env.insert(
-        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
-        "100000".into(),
-    );
-    env.insert(
-        "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
-        "16".into(),
-    );
-    let settings = Settings::load(&Sources { file: None, env })?;
+    let world = World::start(&database_url, customers, now, &dir).await?;
+    let (sim, settings, clock) = (&world.sim, &world.settings, &world.clock);
+    let start = now - Duration::days(HISTORY_DAYS);
     let shown_url = settings.database.redacted_url();
 
     println!("pcsync demo");
@@ -98,14 +86,7 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
     db::migrate(&pool).await?;
     let stop = tokio_util::sync::CancellationToken::new();
 
-    let first = sync::run_pass(
-        &settings,
-        &pool,
-        Trigger::Demo,
-        sync::PassChoice::Auto,
-        stop.clone(),
-    )
-    .await?;
+    let first = world.first_load(&pool).await?;
     let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.subscriptions")
         .fetch_one(&pool)
         .await?;
@@ -113,8 +94,20 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
         .fetch_one(&pool)
         .await?;
     println!();
-    print_pass("pass 1 (first load)", &first);
+    print_pass(
+        &format!(
+            "pass 1 (first load, {} 13 weeks ago)",
+            start.format("%Y-%m-%d")
+        ),
+        &first,
+    );
     println!("  stored: {subs} subscriptions, {services} managed services");
+    let history = world.quarter(&pool).await?;
+    println!(
+        "  13 weeks of history on the demo's clock: {} full and {} incremental passes, {} changes recorded (partner users made {} changes in the simulated Partner Center, some on other partners' subscriptions; Microsoft rolled terms over, renewed and ended others)",
+        history.full, history.incremental, history.changes, history.partner_changes
+    );
+    clock.set(now - Duration::hours(1));
 
     // What a week in Partner Center might bring.
     let mut simulated = sim.mutate(0.02, 7);
@@ -172,11 +165,12 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
         );
     }
 
+    clock.set(now);
     let second = sync::run_pass(
-        &settings,
+        settings,
         &pool,
         Trigger::Demo,
-        sync::PassChoice::Auto,
+        sync::PassChoice::Incremental,
         stop,
     )
     .await?;
@@ -264,13 +258,159 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
         println!("  psql '{shown_url}' -c \"SELECT * FROM pcsync.sync_runs ORDER BY started_at\"");
     }
     pool.close().await;
-    drop(sim);
+    drop(world);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(if first.customers_failed + second.customers_failed == 0 {
-        Exit::Ok
-    } else {
-        Exit::Partial
-    })
+    Ok(
+        if first.customers_failed + history.failed + second.customers_failed == 0 {
+            Exit::Ok
+        } else {
+            Exit::Partial
+        },
+    )
+}
+
+/// What the quarter of history held.
+#[derive(Debug, Default)]
+pub struct History {
+    pub full: u32,
+    pub incremental: u32,
+    pub changes: u64,
+    pub partner_changes: usize,
+    pub failed: u64,
+}
+
+/// The demo's simulated Partner Center, on a clock shared with the passes and set 13 weeks
+/// before `now`, and the settings that sync it into a database. The tests use it to write the
+/// same quarter of history.
+pub struct World {
+    pub sim: Simulator,
+    pub settings: Settings,
+    pub clock: crate::clock::Clock,
+    pub start: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+impl World {
+    /// Starts the simulator with `customers` on a clock at `now` less 13 weeks, and writes its
+    /// customer list into `dir`.
+    pub async fn start(
+        database_url: &str,
+        customers: u32,
+        now: DateTime<Utc>,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<World> {
+        let start = now - Duration::days(HISTORY_DAYS);
+        let clock = crate::clock::Clock::at(start);
+        let sim = Simulator::start(SimConfig {
+            customers,
+            clock: clock.clone(),
+            ..SimConfig::default()
+        })
+        .await?;
+        let csv = dir.join("customers.csv");
+        std::fs::write(&csv, sim.customers_csv())?;
+        let mut env: HashMap<String, String> = sim.env_vars().into_iter().collect();
+        env.insert("PCSYNC__DATABASE__URL".into(), database_url.to_string());
+        env.insert(
+            "PCSYNC__CUSTOMERS__FILE".into(),
+            csv.to_string_lossy().to_string(),
+        );
+        env.insert(
+            "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+            "100000".into(),
+        );
+        env.insert(
+            "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
+            "16".into(),
+        );
+        let mut settings = Settings::load(&Sources { file: None, env })?;
+        settings.clock = clock.clone();
+        Ok(World {
+            sim,
+            settings,
+            clock,
+            start,
+            now,
+        })
+    }
+
+    /// The first load, 13 weeks ago.
+    pub async fn first_load(&self, pool: &sqlx::PgPool) -> anyhow::Result<PassReport> {
+        self.clock.set(self.start);
+        Ok(sync::run_pass(
+            &self.settings,
+            pool,
+            Trigger::Demo,
+            sync::PassChoice::Full,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await?)
+    }
+
+    /// The 13 weeks after the first load, up to two hours before `now`: each day, partner users
+    /// change a few subscriptions in the afternoon (one added every third day, one removed every
+    /// tenth) and a pass runs the next morning, a full one every seventh day and an incremental
+    /// one otherwise. Microsoft's own changes (roll-overs, renewals, expiries) happen on the
+    /// simulator's clock as it moves. Ends with ANALYZE, as autovacuum would have run by then.
+    pub async fn quarter(&self, pool: &sqlx::PgPool) -> anyhow::Result<History> {
+        let (sim, clock) = (&self.sim, &self.clock);
+        let mut h = History::default();
+        let ids = sim.customer_ids();
+        for day in 1..HISTORY_DAYS {
+            let pass_at = self.start + Duration::days(day);
+            if pass_at >= self.now - Duration::hours(2) {
+                break;
+            }
+            clock.set(pass_at - Duration::hours(12));
+            h.partner_changes += sim.mutate(0.003, day as u64).len();
+            let pick = ids[(day as usize * 7) % ids.len()];
+            if day % 3 == 0 {
+                h.partner_changes += sim
+                    .apply(Change::AddSubscription {
+                        customer_id: pick,
+                        subscription: None,
+                    })?
+                    .len();
+            }
+            if day % 10 == 0 {
+                if let Some(id) = sim.customer(pick).and_then(|c| {
+                    c.subscriptions
+                        .iter()
+                        .filter(|s| s["partnerId"] == crate::simulator::SEED_MPN_ID)
+                        .find_map(|s| s["id"].as_str().map(str::to_string))
+                }) {
+                    h.partner_changes += sim
+                        .apply(Change::RemoveSubscription {
+                            customer_id: pick,
+                            subscription_id: id,
+                        })?
+                        .len();
+                }
+            }
+            clock.set(pass_at);
+            let choice = if day % 7 == 0 {
+                sync::PassChoice::Full
+            } else {
+                sync::PassChoice::Incremental
+            };
+            let r = sync::run_pass(
+                &self.settings,
+                pool,
+                Trigger::Demo,
+                choice,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await?;
+            match r.kind {
+                sync::PassKind::Full => h.full += 1,
+                sync::PassKind::Incremental => h.incremental += 1,
+            }
+            h.changes += r.changes;
+            h.failed += r.customers_failed;
+        }
+        sqlx::query("ANALYZE").execute(pool).await?;
+        Ok(h)
+    }
 }
 
 fn print_pass(title: &str, r: &PassReport) {
