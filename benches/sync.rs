@@ -9,7 +9,8 @@
 //! in-process simulator: its CPU time and peak RSS (from wait4) are pcsync's alone. F ("a day")
 //! runs its 24 passes in-process on the clock it moves (a child could not share it); its CPU
 //! time is the process's minus the simulator thread's, its peak RSS the whole process's. W
-//! measures the store alone, in-process.
+//! measures the store alone, in-process. Q asks `pcsync_bi.license_counts_daily` for a year of
+//! daily counts over a year of history written in SQL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -556,6 +557,10 @@ async fn run() -> Result<Vec<Row>> {
     }
     if wanted("F") {
         rows.push(a_day(&bench.server, customers).await?);
+    }
+    if wanted("Q") {
+        eprintln!("Q: a year of daily license counts ...");
+        rows.push(daily_counts(&bench.server, customers).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     // pcsync's own memory (a process of its own) for 10,000 customers.
@@ -1315,4 +1320,123 @@ async fn a_day(server: &PgServer, customers: u32) -> Result<Row> {
     db.drop_db().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(row)
+}
+
+/// Q: a year of daily counts for `customers` customers from `pcsync_bi.license_counts_daily`,
+/// as a BI chart asks them (licenses per day; per day and offer), over a year of history: 8.5
+/// subscriptions a customer on 12 offers, 5 % suspended, each week 1 % of them with a new
+/// quantity (a new version). The history is written in SQL (what passes would have written
+/// over the year, at once); the query is run 5 times, the median counts.
+async fn daily_counts(server: &PgServer, customers: u32) -> Result<Row> {
+    let db = fresh_db(server).await?;
+    let subscriptions = u64::from(customers) * 17 / 2;
+    let started = Instant::now();
+    // One session: the temporary table lives in it.
+    let mut conn = db.pool.acquire().await?;
+    for statement in [
+        "INSERT INTO pcsync.sync_runs (run_id, started_at, finished_at, status, trigger, kind)
+         VALUES ('00000000-0000-0000-0000-000000000001', now() - interval '365 days',
+                 now() - interval '365 days' + interval '1 hour', 'succeeded', 'benchmark', 'full')",
+        "INSERT INTO pcsync.customers (customer_id, source, company_name)
+         SELECT md5('c' || i)::uuid, 'file', 'Customer ' || i FROM generate_series(1, $1::bigint) i",
+        "CREATE TEMP TABLE q_subs AS
+         SELECT md5('c' || (i % $1::bigint + 1))::uuid AS customer_id, 's' || i AS subscription_id,
+                'OFFER' || (i % 12) AS offer_id, 'Offer ' || (i % 12) AS offer_name,
+                CASE WHEN i % 20 = 0 THEN 'suspended' ELSE 'active' END AS status,
+                1 + i % 300 AS quantity
+         FROM generate_series(1, $2::bigint) i",
+        "INSERT INTO pcsync.subscriptions
+             (customer_id, subscription_id, offer_id, offer_name, status, quantity, raw, first_seen_at, changed_at)
+         SELECT customer_id, subscription_id, offer_id, offer_name, status, quantity, '{}',
+                now() - interval '365 days', now() - interval '365 days'
+         FROM q_subs",
+        "INSERT INTO pcsync.subscription_history
+             (customer_id, subscription_id, valid_from, valid_to, run_id, offer_id, offer_name, status, quantity)
+         SELECT s.customer_id, s.subscription_id, v.valid_from, v.valid_to,
+                '00000000-0000-0000-0000-000000000001', s.offer_id, s.offer_name, s.status, s.quantity + v.n
+         FROM (
+             SELECT subscription_id, at AS valid_from, lead(at) OVER w AS valid_to, row_number() OVER w AS n
+             FROM (
+                 SELECT subscription_id, now() - interval '365 days' AS at FROM q_subs
+                 UNION ALL
+                 SELECT s.subscription_id, now() - interval '365 days' + w * interval '7 days' + interval '3 hours'
+                 FROM q_subs s CROSS JOIN generate_series(1, 52) w
+                 WHERE abs(hashtext(s.subscription_id || w)) % 100 = 0
+             ) b
+             WINDOW w AS (PARTITION BY subscription_id ORDER BY at)
+         ) v JOIN q_subs s USING (subscription_id)",
+        "ANALYZE",
+    ] {
+        let mut q = sqlx::query(statement);
+        if statement.contains("$1") {
+            q = q.bind(i64::from(customers));
+        }
+        if statement.contains("$2") {
+            q = q.bind(subscriptions as i64);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    drop(conn);
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM pcsync.subscription_history")
+        .fetch_one(&db.pool)
+        .await?;
+    eprintln!(
+        "Q: {versions} history versions written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let queries = [
+        (
+            "per day",
+            "SELECT day, sum(licenses) FROM pcsync_bi.license_counts_daily
+             WHERE day > current_date - 365 GROUP BY day",
+        ),
+        (
+            "per day and offer",
+            "SELECT day, offer_name, sum(licenses) FROM pcsync_bi.license_counts_daily
+             WHERE day > current_date - 365 GROUP BY day, offer_name",
+        ),
+    ];
+    let mut medians = Vec::new();
+    let mut answered = Vec::new();
+    for (what, sql) in queries {
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            rows = sqlx::query(sql).fetch_all(&db.pool).await?.len();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        medians.push((what, times[2]));
+        answered.push(rows);
+    }
+    let day_rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pcsync_bi.license_counts_daily WHERE day > current_date - 365",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    db.drop_db().await?;
+    // The target is the year's daily counts (per day); per day and offer is shown beside it.
+    let per_day = medians[0].1;
+    if answered[0] < 365 {
+        bail!("Q: {} days answered, expected 365", answered[0]);
+    }
+    Ok(Row {
+        scenario: "Q a year of daily counts".into(),
+        setting: format!(
+            "{customers} customers, {subscriptions} subscriptions, {versions} history versions over 365 days; {day_rows} rows of license_counts_daily in the year"
+        ),
+        bound: "2 s".into(),
+        target: "a year of daily counts (licenses per day) for 10,000 customers < 2 s".into(),
+        wall_s: per_day,
+        bound_s: Some(2.0),
+        ratio: Some(per_day / 2.0),
+        met: per_day < 2.0,
+        note: medians
+            .iter()
+            .map(|(what, t)| format!("{what}: median {t:.2} s of 5"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        ..Row::default()
+    })
 }
