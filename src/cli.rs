@@ -44,8 +44,8 @@ pub enum Command {
     /// Check the configuration, the database and (when credentials are set) a token.
     Check,
     /// Is the sync healthy? Last passes, failing customers, changes of the last 24 hours,
-    /// subscriptions ending within 30 days without auto-renew. Exit 0 healthy, 2 unhealthy
-    /// (the last pass failed, or none succeeded within status.max_age_secs), 1 cannot tell.
+    /// subscriptions ending within 30 days without auto-renew. A monitoring plugin: exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN, first line `PCSYNC <STATE> - ... | perfdata`.
     Status {
         /// JSON for scripts instead of tables.
         #[arg(long)]
@@ -177,7 +177,9 @@ async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Status { json } => {
             let Some(settings) = load(&sources) else {
-                return Exit::Fatal;
+                // A monitoring system reads 3 as "cannot tell".
+                println!("PCSYNC UNKNOWN - the configuration is invalid (see the error above)");
+                return Exit::Plugin(crate::status::State::Unknown);
             };
             status(&settings, json).await
         }
@@ -382,48 +384,48 @@ async fn report(settings: &Settings, out: &std::path::Path) -> Exit {
     }
 }
 
-/// `pcsync status`: read-only; 0 healthy, 2 unhealthy (as Nagios' CRITICAL), 1 cannot tell.
+/// `pcsync status`, as a monitoring plugin: the process exits with the state's code (0 OK,
+/// 1 WARNING, 2 CRITICAL, 3 UNKNOWN) whatever went wrong reading it.
 async fn status(settings: &Settings, json: bool) -> Exit {
+    use crate::status::{State, unknown_line};
+    let unknown = |why: String| {
+        if json {
+            let body = serde_json::json!({
+                "state": "UNKNOWN", "exit_code": 3, "healthy": false,
+                "summary": unknown_line(&why), "reason": why,
+            });
+            write_stdout(&format!("{body:#}\n"));
+        } else {
+            write_stdout(&format!("{}\n", unknown_line(&why)));
+        }
+        Exit::Plugin(State::Unknown)
+    };
     let pool = match db::connect_existing(&settings.database).await {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("pcsync status: {e}");
-            return Exit::Fatal;
-        }
+        Err(e) => return unknown(format!("cannot read the database: {e}")),
     };
     if !db::schema_current(&pool).await {
-        eprintln!(
-            "pcsync status: the database has no current pcsync schema at {}: run `pcsync migrate` or a pass first",
+        return unknown(format!(
+            "the database has no current pcsync schema at {}: run `pcsync migrate` or a pass first",
             settings.database.redacted_url()
-        );
-        return Exit::Fatal;
+        ));
     }
     let max_age = settings.status.max_age.unwrap_or_else(|| {
         crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
     });
     let status = match crate::status::read(&pool, max_age, &settings.clock).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("pcsync status: {e}");
-            return Exit::Fatal;
-        }
+        Err(e) => return unknown(format!("cannot read the status: {e}")),
     };
     if json {
         match serde_json::to_string_pretty(&status) {
             Ok(text) => write_stdout(&format!("{text}\n")),
-            Err(e) => {
-                eprintln!("pcsync status: {e}");
-                return Exit::Fatal;
-            }
+            Err(e) => return unknown(format!("cannot write the status: {e}")),
         }
     } else {
         write_stdout(&crate::status::render(&status));
     }
-    if status.healthy {
-        Exit::Ok
-    } else {
-        Exit::Partial
-    }
+    Exit::Plugin(status.state)
 }
 
 /// The configuration's spelling of the auth mode and customer source.

@@ -83,7 +83,7 @@ impl fmt::Debug for NotifySettings {
 
 #[derive(Debug, Clone)]
 pub struct StatusSettings {
-    /// `pcsync status` is unhealthy when no pass succeeded within this long; `None`: twice
+    /// `pcsync status` is CRITICAL when no pass succeeded within this long; `None`: twice
     /// the interval of `sync.schedule`.
     pub max_age: Option<Duration>,
 }

@@ -5,21 +5,38 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Every customer synced (or the command succeeded).
-    Ok = 0,
+    Ok,
     /// The run could not proceed: configuration, database, authentication.
-    Fatal = 1,
+    Fatal,
     /// The run finished but some customers failed; their errors are in `pcsync.sync_errors`.
-    Partial = 2,
+    Partial,
     /// Another pass holds the lock on this database; this one did not start.
-    AlreadyRunning = 3,
+    AlreadyRunning,
     /// Interrupted by SIGINT.
-    Interrupted = 130,
+    Interrupted,
     /// Stopped by SIGTERM.
-    Terminated = 143,
+    Terminated,
+    /// `pcsync status`: a monitoring plugin's state (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Plugin(crate::status::State),
+}
+
+impl Exit {
+    /// The process's exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Fatal => 1,
+            Exit::Partial => 2,
+            Exit::AlreadyRunning => 3,
+            Exit::Interrupted => 130,
+            Exit::Terminated => 143,
+            Exit::Plugin(state) => state.code(),
+        }
+    }
 }
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
-        std::process::ExitCode::from(e as u8)
+        std::process::ExitCode::from(e.code())
     }
 }

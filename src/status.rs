@@ -1,6 +1,8 @@
 //! `pcsync status`: is the sync healthy, and what needs attention. Read-only queries over the
-//! run ledger and the reporting views, rendered as tables for a person or JSON for a script;
-//! the exit code fits a Kubernetes probe or a Nagios check.
+//! run ledger and the reporting views, rendered as tables for a person or JSON for a script.
+//! It follows the monitoring-plugin convention (Nagios, Icinga, Checkmk, Zabbix agents): exit
+//! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, and a first line `PCSYNC <STATE> - <summary> |
+//! <performance data>`.
 
 use std::time::Duration;
 
@@ -53,12 +55,58 @@ pub struct Ending {
     pub quantity: Option<i64>,
 }
 
+/// A monitoring plugin's state, and its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The exit code a monitoring system reads.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The plugin-style first line for a state that could not be read at all (no database, no
+/// schema): `PCSYNC UNKNOWN - <why>`.
+pub fn unknown_line(why: &str) -> String {
+    format!("PCSYNC UNKNOWN - {}", why.replace('|', "/"))
+}
+
 /// Everything `pcsync status` shows.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// OK, WARNING, CRITICAL or UNKNOWN; the exit code is its number.
+    pub state: State,
+    pub exit_code: u8,
+    /// The plugin-style first line, performance data included.
+    pub summary: String,
+    /// OK or WARNING: the copy is usable (what a readiness probe asks).
     pub healthy: bool,
-    /// Why healthy or not, in a sentence.
+    /// Why this state, in a sentence (every reason, worst first).
     pub reason: String,
+    /// Listed customers.
+    pub customers_listed: i64,
+    /// Listed customers whose access was lost within the last 7 days.
+    pub access_lost_7d: i64,
+    /// Whether the last finished pass could not read the activity log.
+    pub activity_log_unread: bool,
+    /// Seconds since the last good (succeeded or partial) pass ended.
+    pub last_good_age_secs: Option<i64>,
     /// A pass must have succeeded within this long for the sync to be healthy.
     pub max_age_secs: u64,
     pub last_runs: Vec<RunLine>,
@@ -138,16 +186,55 @@ pub async fn read(pool: &PgPool, max_age: Duration, clock: &Clock) -> Result<Sta
     )
     .fetch_one(&mut *tx)
     .await?;
+    let (customers_listed, access_lost_7d): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE access_lost_at > $1 - interval '7 days')
+         FROM pcsync.customer_health WHERE listed",
+    )
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let last_finished = last_runs.iter().find(|r| r.status != "running");
+    let activity_log_unread: bool = match last_finished {
+        Some(r) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pcsync.sync_errors
+                            WHERE run_id = $1 AND operation = 'read_activity_log')",
+            )
+            .bind(r.run_id)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        None => false,
+    };
     tx.commit().await?;
     let last_good: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT max(finished_at) FROM pcsync.sync_runs WHERE status IN ('succeeded', 'partial')",
     )
     .fetch_one(pool)
     .await?;
-    let (healthy, reason) = judge(&last_runs, last_good, max_age, now);
+    let facts = Facts {
+        runs: &last_runs,
+        last_good,
+        max_age,
+        now,
+        failing: failing_customers.len() as i64,
+        listed: customers_listed,
+        access_lost_7d,
+        activity_log_unread,
+    };
+    let (state, reason) = judge(&facts);
+    let summary = summary_line(state, &reason, &facts, oldest_confirmed_at);
+    let last_good_age_secs = last_good.map(|t| (now - t).num_seconds());
     Ok(Status {
-        healthy,
+        state,
+        exit_code: state.code(),
+        summary,
+        healthy: state <= State::Warning,
         reason,
+        customers_listed,
+        access_lost_7d,
+        activity_log_unread,
+        last_good_age_secs,
         max_age_secs: max_age.as_secs(),
         last_runs,
         failing_customers,
@@ -159,43 +246,160 @@ pub async fn read(pool: &PgPool, max_age: Duration, clock: &Clock) -> Result<Sta
     })
 }
 
-/// Healthy when the last finished pass did not fail and a pass succeeded (or was partial)
-/// within `max_age`.
-fn judge(
-    runs: &[RunLine],
+/// What the state is judged from.
+struct Facts<'a> {
+    runs: &'a [RunLine],
     last_good: Option<DateTime<Utc>>,
     max_age: Duration,
     now: DateTime<Utc>,
-) -> (bool, String) {
+    failing: i64,
+    listed: i64,
+    access_lost_7d: i64,
+    activity_log_unread: bool,
+}
+
+/// CRITICAL when the last finished pass failed or was abandoned, no good pass ended within
+/// `max_age`, or a pass has run longer than that; WARNING when the last finished pass was
+/// partial or interrupted, customers are failing, one lost access within 7 days, or the
+/// activity log could not be read; UNKNOWN when no pass was recorded yet; OK otherwise. The
+/// reason names every finding, worst first.
+fn judge(f: &Facts<'_>) -> (State, String) {
     let hours = |d: chrono::Duration| format!("{:.1} h", d.num_seconds() as f64 / 3600.0);
-    let finished = runs.iter().find(|r| r.status != "running");
-    if let Some(r) = finished.filter(|r| matches!(r.status.as_str(), "failed" | "abandoned")) {
+    if f.runs.is_empty() {
         return (
-            false,
-            format!(
-                "the last pass ({}) {} {} ago; see sync_runs.error and sync_errors",
-                r.run_id,
-                r.status,
-                hours(now - r.started_at)
-            ),
+            State::Unknown,
+            "no pass recorded yet: run `pcsync run --once` or start the worker".into(),
         );
     }
-    let max = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-    match last_good {
-        None => (false, "no pass has succeeded yet".to_string()),
-        Some(t) if now - t > max => (
-            false,
+    let mut findings: Vec<(State, String)> = Vec::new();
+    let max = chrono::Duration::from_std(f.max_age).unwrap_or(chrono::Duration::MAX);
+    let finished = f.runs.iter().find(|r| r.status != "running");
+    if let Some(r) = finished {
+        match r.status.as_str() {
+            "failed" | "abandoned" => findings.push((
+                State::Critical,
+                format!(
+                    "the last pass ({}) {} {} ago; see sync_runs.error and sync_errors",
+                    r.run_id,
+                    r.status,
+                    hours(f.now - r.started_at)
+                ),
+            )),
+            "partial" | "interrupted" => findings.push((
+                State::Warning,
+                format!(
+                    "the last pass was {} {} ago",
+                    r.status,
+                    hours(f.now - r.started_at)
+                ),
+            )),
+            _ => {}
+        }
+    }
+    if let Some(r) = f
+        .runs
+        .iter()
+        .find(|r| r.status == "running" && f.now - r.started_at > max)
+    {
+        findings.push((
+            State::Critical,
             format!(
-                "no pass succeeded for {} (more than {}); is the worker running?",
-                hours(now - t),
+                "a pass ({}) has been running for {} (more than {})",
+                r.run_id,
+                hours(f.now - r.started_at),
                 hours(max)
             ),
+        ));
+    }
+    match f.last_good {
+        None => findings.push((State::Critical, "no pass has succeeded yet".into())),
+        Some(t) if f.now - t > max => findings.push((
+            State::Critical,
+            format!(
+                "no pass succeeded for {} (more than {}); is the worker running?",
+                hours(f.now - t),
+                hours(max)
+            ),
+        )),
+        Some(_) => {}
+    }
+    if f.failing > 0 {
+        findings.push((
+            State::Warning,
+            format!("{} of {} customers failing", f.failing, f.listed),
+        ));
+    }
+    if f.access_lost_7d > 0 {
+        findings.push((
+            State::Warning,
+            format!(
+                "{} customer(s) lost access within the last 7 days (403 20002: the relationship or GDAP roles)",
+                f.access_lost_7d
+            ),
+        ));
+    }
+    if f.activity_log_unread {
+        findings.push((
+            State::Warning,
+            "the last pass could not read the activity log".into(),
+        ));
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.0));
+    match findings.first() {
+        None => (
+            State::Ok,
+            match f.last_good {
+                Some(t) => format!(
+                    "{} customers synced; the last good pass ended {} ago",
+                    f.listed,
+                    hours(f.now - t)
+                ),
+                None => "no pass recorded".into(),
+            },
         ),
-        Some(t) => (
-            true,
-            format!("the last good pass ended {} ago", hours(now - t)),
+        Some((worst, _)) => (
+            *worst,
+            findings
+                .iter()
+                .map(|(_, r)| r.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
     }
+}
+
+/// `PCSYNC <STATE> - <reason> | <performance data>` (Nagios plugin guidelines: 'label'=value,
+/// seconds with the unit `s`, warning and critical thresholds where pcsync has them).
+fn summary_line(
+    state: State,
+    reason: &str,
+    f: &Facts<'_>,
+    oldest_confirmed_at: Option<DateTime<Utc>>,
+) -> String {
+    let mut perf = vec![
+        format!("failing={};1;;0;{}", f.failing, f.listed),
+        format!("customers={};;;0", f.listed),
+        format!("access_lost_7d={};1;;0", f.access_lost_7d),
+    ];
+    if let Some(t) = f.last_good {
+        perf.push(format!(
+            "last_good_pass_age={}s;;{};0",
+            (f.now - t).num_seconds().max(0),
+            f.max_age.as_secs()
+        ));
+    }
+    if let Some(t) = oldest_confirmed_at {
+        perf.push(format!(
+            "oldest_confirmation_age={}s;;;0",
+            (f.now - t).num_seconds().max(0)
+        ));
+    }
+    format!(
+        "PCSYNC {} - {} | {}",
+        state.as_str(),
+        reason.replace('|', "/"),
+        perf.join(" ")
+    )
 }
 
 /// The status as tables for a terminal.
@@ -205,10 +409,9 @@ pub fn render(s: &Status) -> String {
         out.push_str(&text);
         out.push('\n');
     };
+    line(s.summary.clone());
     line(format!(
-        "pcsync status: {} ({}; a pass must succeed at least every {:.1} h)",
-        if s.healthy { "healthy" } else { "UNHEALTHY" },
-        s.reason,
+        "A pass must succeed at least every {:.1} h (status.max_age_secs).",
         s.max_age_secs as f64 / 3600.0
     ));
     let at = |t: Option<DateTime<Utc>>| {
@@ -317,37 +520,80 @@ mod tests {
         }
     }
 
+    fn facts<'a>(runs: &'a [RunLine], last_good_h: Option<i64>, now: DateTime<Utc>) -> Facts<'a> {
+        Facts {
+            runs,
+            last_good: last_good_h.map(|h| now - chrono::Duration::hours(h)),
+            max_age: Duration::from_secs(48 * 3600),
+            now,
+            failing: 0,
+            listed: 30,
+            access_lost_7d: 0,
+            activity_log_unread: false,
+        }
+    }
+
     #[test]
-    fn healthy_means_the_last_pass_did_not_fail_and_a_good_one_is_recent() {
+    fn states_follow_the_monitoring_plugin_convention() {
         let now = Utc::now();
-        let day = Duration::from_secs(24 * 3600);
-        let ago = |h: i64| Some(now - chrono::Duration::hours(h));
-        assert!(judge(&[run("succeeded", 1, now)], ago(1), day * 2, now).0);
-        assert!(judge(&[run("partial", 1, now)], ago(1), day * 2, now).0);
-        assert!(
-            !judge(
-                &[run("failed", 1, now), run("succeeded", 25, now)],
-                ago(25),
-                day * 2,
-                now
-            )
-            .0
+        let state = |f: &Facts<'_>| judge(f).0;
+        let ok = [run("succeeded", 1, now)];
+        assert_eq!(state(&facts(&ok, Some(1), now)), State::Ok);
+        let partial = [run("partial", 1, now)];
+        assert_eq!(state(&facts(&partial, Some(1), now)), State::Warning);
+        let interrupted = [run("interrupted", 1, now), run("succeeded", 3, now)];
+        assert_eq!(state(&facts(&interrupted, Some(3), now)), State::Warning);
+        let failing = Facts {
+            failing: 1,
+            ..facts(&ok, Some(1), now)
+        };
+        let (s, why) = judge(&failing);
+        assert_eq!(
+            (s, why.as_str()),
+            (State::Warning, "1 of 30 customers failing")
         );
-        assert!(!judge(&[run("abandoned", 1, now)], ago(30), day * 2, now).0);
+        let lost = Facts {
+            access_lost_7d: 1,
+            ..facts(&ok, Some(1), now)
+        };
+        assert_eq!(state(&lost), State::Warning);
+        let unread = Facts {
+            activity_log_unread: true,
+            ..facts(&ok, Some(1), now)
+        };
+        assert_eq!(state(&unread), State::Warning);
+        let failed = [run("failed", 1, now), run("succeeded", 25, now)];
+        assert_eq!(state(&facts(&failed, Some(25), now)), State::Critical);
+        let abandoned = [run("abandoned", 1, now)];
+        assert_eq!(state(&facts(&abandoned, Some(30), now)), State::Critical);
+        let stale = [run("succeeded", 60, now)];
+        assert_eq!(state(&facts(&stale, Some(60), now)), State::Critical);
+        let stuck = [run("running", 50, now), run("succeeded", 51, now)];
+        assert_eq!(state(&facts(&stuck, Some(47), now)), State::Critical);
+        let under_way = [run("running", 0, now), run("succeeded", 5, now)];
+        assert_eq!(state(&facts(&under_way, Some(5), now)), State::Ok);
+        assert_eq!(state(&facts(&[], None, now)), State::Unknown);
+        let never_good = [run("failed", 1, now)];
+        assert_eq!(state(&facts(&never_good, None, now)), State::Critical);
+        // The worst state wins and every finding is named.
+        let both = Facts {
+            failing: 2,
+            ..facts(&failed, Some(25), now)
+        };
+        let (s, why) = judge(&both);
+        assert_eq!(s, State::Critical);
         assert!(
-            !judge(&[run("succeeded", 60, now)], ago(60), day * 2, now).0,
-            "stale"
+            why.contains("failed") && why.contains("2 of 30 customers failing"),
+            "{why}"
         );
-        assert!(!judge(&[], None, day * 2, now).0);
-        // A pass under way does not count as the last one.
+        let line = summary_line(State::Warning, "1 of 30 customers failing", &failing, None);
         assert!(
-            judge(
-                &[run("running", 0, now), run("succeeded", 5, now)],
-                ago(5),
-                day * 2,
-                now
-            )
-            .0
+            line.starts_with("PCSYNC WARNING - 1 of 30 customers failing | failing=1;1;;0;30 "),
+            "{line}"
+        );
+        assert!(
+            line.contains("last_good_pass_age=3600s;;172800;0"),
+            "{line}"
         );
     }
 

@@ -6,7 +6,7 @@ mod common;
 use std::process::Output;
 
 use common::TestDb;
-use pcsync::simulator::{SimConfig, Simulator};
+use pcsync::simulator::{FaultKind, FaultRule, Knobs, SimConfig, Simulator};
 
 async fn pcsync(args: &[&str], env: &[(String, String)]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
@@ -324,19 +324,79 @@ async fn a_slow_pass_logs_its_progress() {
     assert!(last["eta_secs"].is_u64(), "{last}");
 }
 
-/// `pcsync status` as a probe: 0 after a good pass, 2 when the last pass failed or the last
-/// good one is too old; JSON for scripts.
+/// `pcsync status` as a monitoring plugin: 0 OK after a good pass, 1 WARNING while a customer
+/// fails, 2 CRITICAL when the last pass failed or the last good one is too old, 3 UNKNOWN when
+/// it cannot tell (no database, no schema, no pass yet); the first line is the plugin summary
+/// with performance data; JSON for scripts carries the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_exit_codes_fit_a_probe() {
+async fn status_exit_codes_follow_the_monitoring_plugin_convention() {
     let setup = run_setup(3).await;
     let env = setup.env.clone();
     let never = pcsync(&["status"], &env).await;
     assert_eq!(
         never.status.code(),
-        Some(2),
-        "no pass yet: {}",
+        Some(3),
+        "no pass yet: UNKNOWN: {}",
         stdout(&never)
     );
+    assert!(stdout(&never).starts_with("PCSYNC UNKNOWN - no pass recorded yet"));
+    let mut nowhere = env.clone();
+    nowhere.push((
+        "PCSYNC__DATABASE__URL".into(),
+        "postgres://postgres@127.0.0.1:1/none".into(),
+    ));
+    let unreachable = pcsync(&["status"], &nowhere).await;
+    assert_eq!(
+        unreachable.status.code(),
+        Some(3),
+        "{}",
+        stdout(&unreachable)
+    );
+    assert!(stdout(&unreachable).starts_with("PCSYNC UNKNOWN - cannot read the database"));
+    let bare = TestDb::empty().await;
+    let mut unmigrated = env.clone();
+    unmigrated.push(("PCSYNC__DATABASE__URL".into(), bare.url.clone()));
+    let no_schema = pcsync(&["status", "--json"], &unmigrated).await;
+    assert_eq!(no_schema.status.code(), Some(3));
+    let parsed: serde_json::Value = serde_json::from_slice(&no_schema.stdout).expect("JSON");
+    assert_eq!(parsed["state"], "UNKNOWN");
+
+    // One customer of three keeps failing (seen: `healthy`, exit 0): WARNING.
+    let failing = setup.sim.customer_ids()[1];
+    setup.sim.set_knobs(Knobs {
+        faults: vec![FaultRule::always(FaultKind::Malformed).for_customer(failing)],
+        ..Knobs::default()
+    });
+    assert_eq!(
+        pcsync(&["run", "--once"], &env).await.status.code(),
+        Some(2)
+    );
+    let warning = pcsync(&["status"], &env).await;
+    assert_eq!(warning.status.code(), Some(1), "{}", stdout(&warning));
+    let first = stdout(&warning)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with("PCSYNC WARNING - ")
+            && first.contains("1 of 3 customers failing")
+            && first.contains(" | failing=1;1;;0;3 "),
+        "{first}"
+    );
+    let json = pcsync(&["status", "--json"], &env).await;
+    assert_eq!(json.status.code(), Some(1));
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(
+        (&parsed["state"], &parsed["exit_code"], &parsed["healthy"]),
+        (
+            &serde_json::json!("WARNING"),
+            &serde_json::json!(1),
+            &serde_json::json!(true)
+        )
+    );
+    assert_eq!(parsed["summary"].as_str(), Some(first.as_str()));
+    setup.sim.set_knobs(Knobs::default());
 
     assert_eq!(
         pcsync(&["run", "--once"], &env).await.status.code(),
@@ -345,7 +405,7 @@ async fn status_exit_codes_fit_a_probe() {
     let healthy = pcsync(&["status"], &env).await;
     assert_eq!(healthy.status.code(), Some(0), "{}", stdout(&healthy));
     let text = stdout(&healthy);
-    assert!(text.starts_with("pcsync status: healthy"), "{text}");
+    assert!(text.starts_with("PCSYNC OK - 3 customers synced"), "{text}");
     assert!(
         text.contains("Last passes") && text.contains("succeeded"),
         "{text}"

@@ -521,7 +521,7 @@ async fn failing_customers_keep_their_data_and_the_others_go_on() {
     assert_eq!(report.customers_failed, 4);
     assert_eq!(report.customers_succeeded, 8);
     let exit = pcsync::cli::pass_exit(&report, None);
-    assert_eq!(exit as i32, 2);
+    assert_eq!(exit.code(), 2);
 
     for (i, id) in ids[2..5].iter().enumerate() {
         assert_eq!(
