@@ -264,20 +264,76 @@ async fn bounded_pass(
     trigger: Trigger,
     choice: PassChoice,
     shutdown: &Shutdown,
+    metrics: &crate::metrics::Metrics,
 ) -> Option<Result<PassReport, SyncError>> {
     let grace = settings.sync.shutdown_grace;
     let deadline = async {
         shutdown.cancel.cancelled().await;
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
-        result = sync::run_pass(settings, pool, trigger, choice, shutdown.cancel.clone()) => Some(result),
+    let result = tokio::select! {
+        result = sync::run_pass(settings, pool, trigger, choice, shutdown.cancel.clone()) => result,
         _ = deadline => {
             tracing::error!(
                 grace_secs = grace.as_secs(),
                 "the pass did not stop within sync.shutdown_grace_secs; exiting without closing its run (the next pass closes it as abandoned)"
             );
-            None
+            return None;
+        }
+    };
+    if let Ok(report) = &result {
+        after_pass(settings, pool, report, metrics, shutdown).await;
+    }
+    Some(result)
+}
+
+/// What follows a pass, run by the command (the pass knows nothing of it): the metrics record
+/// it, and the notifier sends its webhook unless pcsync is shutting down (a pass that is
+/// shutting down leaves at once; its changes are in the tables).
+pub async fn after_pass(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    report: &PassReport,
+    metrics: &crate::metrics::Metrics,
+    shutdown: &Shutdown,
+) {
+    use tracing::Instrument;
+    metrics.observe(pool, report, settings.clock.now()).await;
+    if shutdown.cancel.is_cancelled() {
+        return;
+    }
+    crate::notify::after_pass(
+        pool,
+        &settings.notify,
+        &settings.clock,
+        settings.partner_center.request_timeout,
+        crate::partner_center::retry::Backoff::default(),
+        report,
+    )
+    .instrument(tracing::info_span!("notify", run_id = %report.run_id))
+    .await;
+}
+
+/// `run --once`: the pass's metrics to the textfile and the Pushgateway, when configured. A
+/// failure is logged (the URL without its credentials) and leaves the pass's exit code alone.
+async fn deliver_metrics(settings: &Settings, metrics: &crate::metrics::Metrics) {
+    let now = settings.clock.now();
+    if let Some(path) = &settings.metrics.textfile {
+        match metrics.write_textfile(path, now) {
+            Ok(()) => tracing::info!(path = %path.display(), "metrics written"),
+            Err(e) => tracing::error!(error = %e, "the metrics textfile was not written"),
+        }
+    }
+    if let Some(url) = &settings.metrics.pushgateway_url {
+        let shown = crate::metrics::redacted(secrecy::ExposeSecret::expose_secret(url));
+        match metrics
+            .push(url, settings.partner_center.request_timeout, now)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(pushgateway = %shown, tenant = metrics.tenant(), "metrics pushed")
+            }
+            Err(e) => tracing::error!(error = %e, "the metrics were not pushed"),
         }
     }
 }
@@ -300,10 +356,15 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
         return Exit::Fatal;
     }
     let shutdown = Shutdown::listen();
+    let metrics = crate::metrics::Metrics::new(&settings.metrics.tenant);
     if once {
-        return match bounded_pass(settings, &pool, Trigger::Once, choice, &shutdown).await {
+        return match bounded_pass(settings, &pool, Trigger::Once, choice, &shutdown, &metrics).await
+        {
             None => signal_exit(shutdown.received()),
-            Some(Ok(report)) => pass_exit(&report, shutdown.received()),
+            Some(Ok(report)) => {
+                deliver_metrics(settings, &metrics).await;
+                pass_exit(&report, shutdown.received())
+            }
             Some(Err(SyncError::AlreadyRunning)) => {
                 tracing::error!("{}", SyncError::AlreadyRunning);
                 Exit::AlreadyRunning
@@ -313,6 +374,33 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
                 Exit::Fatal
             }
         };
+    }
+    if let Some(addr) = settings.metrics.listen {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, %addr, "cannot listen on metrics.listen");
+                return Exit::Fatal;
+            }
+        };
+        if let Err(e) = metrics.refresh(&pool).await {
+            tracing::warn!(error = %e, "the metrics could not read the database yet");
+        }
+        let endpoints = crate::serve::Endpoints {
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+            max_age: settings.status.max_age.unwrap_or_else(|| {
+                crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
+            }),
+            clock: settings.clock.clone(),
+        };
+        let stop = shutdown.cancel.clone();
+        tracing::info!(%addr, "serving /metrics, /healthz and /livez");
+        tokio::spawn(async move {
+            if let Err(e) = crate::serve::serve(listener, endpoints, stop).await {
+                tracing::error!(error = %e, "the metrics server stopped");
+            }
+        });
     }
     loop {
         let now = chrono::Utc::now();
@@ -335,6 +423,7 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
             Trigger::Schedule,
             PassChoice::Auto,
             &shutdown,
+            &metrics,
         )
         .await
         {

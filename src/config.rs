@@ -47,6 +47,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub status: StatusSettings,
     pub notify: NotifySettings,
+    pub metrics: MetricsSettings,
     /// Where every "now" of a pass comes from: the system clock, unless a test, the benchmark
     /// or the demo sets one (not a configuration key).
     pub clock: crate::clock::Clock,
@@ -77,6 +78,35 @@ impl fmt::Debug for NotifySettings {
             .field("decision_days", &self.decision_days)
             .field("kinds", &self.kinds)
             .field("fields", &self.fields)
+            .finish()
+    }
+}
+
+/// Where pcsync's Prometheus metrics go.
+#[derive(Clone, Default)]
+pub struct MetricsSettings {
+    /// `pcsync run` (the worker) serves `/metrics`, `/healthz` and `/livez` here; `None`: off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `pcsync run --once` pushes its metrics here at the end of the pass (a Pushgateway); a
+    /// secret, since it may hold credentials (`https://user:password@host`).
+    pub pushgateway_url: Option<SecretString>,
+    /// `pcsync run --once` writes its metrics to this file, atomically (node_exporter's
+    /// textfile collector reads it).
+    pub textfile: Option<std::path::PathBuf>,
+    /// The `tenant` label of every metric.
+    pub tenant: String,
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsSettings")
+            .field("listen", &self.listen)
+            .field(
+                "pushgateway_url",
+                &self.pushgateway_url.as_ref().map(|_| "***"),
+            )
+            .field("textfile", &self.textfile)
+            .field("tenant", &self.tenant)
             .finish()
     }
 }
@@ -311,6 +341,32 @@ struct RawSettings {
     status: RawStatus,
     #[serde(default)]
     notify: RawNotify,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    pushgateway_url: Option<String>,
+    pushgateway_url_file: Option<String>,
+    textfile: Option<String>,
+}
+
+// Hand-written: the Pushgateway URL may hold credentials.
+impl fmt::Debug for RawMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMetrics")
+            .field("listen", &self.listen)
+            .field(
+                "pushgateway_url",
+                &self.pushgateway_url.as_ref().map(|_| "***"),
+            )
+            .field("pushgateway_url_file", &self.pushgateway_url_file)
+            .field("textfile", &self.textfile)
+            .finish()
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -924,7 +980,41 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         fields: list(n.fields),
     };
 
+    let m = raw.metrics;
+    let listen = match non_empty(m.listen) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("expected an address and port such as 0.0.0.0:9464 or 127.0.0.1:9464, got {text:?}"),
+            )
+        })?),
+    };
+    let pushgateway_url = secret(
+        "metrics.pushgateway_url",
+        "metrics.pushgateway_url_file",
+        m.pushgateway_url,
+        m.pushgateway_url_file,
+    )?;
+    if let Some(url) = &pushgateway_url {
+        let ok = Url::parse(url.expose_secret().trim())
+            .is_ok_and(|u| u.host_str().is_some() && matches!(u.scheme(), "http" | "https"));
+        if !ok {
+            return Err(invalid(
+                "metrics.pushgateway_url",
+                "expected an http or https URL of a Pushgateway, such as http://pushgateway:9091; the value is not shown, it may hold credentials",
+            ));
+        }
+    }
+    let metrics = MetricsSettings {
+        listen,
+        pushgateway_url,
+        textfile: non_empty(m.textfile).map(|t| std::path::PathBuf::from(t.trim())),
+        tenant: "default".to_string(),
+    };
+
     Ok(Settings {
+        metrics,
         notify,
         status,
         database,

@@ -12,7 +12,9 @@
 //! - [`schedule`]: cron expressions for `pcsync run`.
 //! - [`telemetry`]: logging as text or JSON.
 //! - [`db`]: the connection pool and the embedded migrations (schema `pcsync`).
-//! - [`notify`]: the webhook notification after a pass.
+//! - [`notify`]: the webhook notification after a pass (run by the command, not the pass).
+//! - [`metrics`]: Prometheus metrics of the passes; [`serve`]: the worker's `/metrics`,
+//!   `/healthz` and `/livez`.
 //! - [`partner_center`]: the Partner Center client (auth, retries, throttling, paging, models).
 //! - [`pgserver`] (feature `simulator`): finding or starting a PostgreSQL server (`initdb
 //!   --auth=trust` for a throwaway cluster) for tests, the demo and the benchmark; not in a
@@ -35,6 +37,7 @@ pub mod db;
 #[cfg(feature = "simulator")]
 pub mod demo;
 pub mod exit;
+pub mod metrics;
 pub mod notify;
 pub mod partner_center;
 #[cfg(feature = "simulator")]
@@ -42,6 +45,7 @@ pub mod pgserver;
 pub mod ratelimit;
 pub mod report;
 pub mod schedule;
+pub mod serve;
 pub mod shutdown;
 #[cfg(feature = "simulator")]
 pub mod simulator;

@@ -122,7 +122,32 @@ pub struct PartnerCenterClient {
     requests: AtomicU64,
     throttled: AtomicU64,
     retries: AtomicU64,
+    /// Answers by endpoint kind and status class (`2xx`, `4xx`, `5xx`, `error` for no answer).
+    responses: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     cancel: CancellationToken,
+}
+
+/// The kind of endpoint a URL asks (a metric label: never a customer id).
+pub fn endpoint_kind(url: &Url) -> &'static str {
+    let path = url.path().trim_end_matches('/');
+    let last = path.rsplit('/').next().unwrap_or_default();
+    match last {
+        "customers" => "customers",
+        "subscriptions" => "subscriptions",
+        "managedservices" => "managedservices",
+        "subscribedskus" => "subscribedskus",
+        "auditrecords" => "auditrecords",
+        _ => "other",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 impl PartnerCenterClient {
@@ -150,6 +175,7 @@ impl PartnerCenterClient {
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            responses: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             cancel: CancellationToken::new(),
         })
     }
@@ -190,6 +216,20 @@ impl PartnerCenterClient {
     /// The request budget's current rate, per minute (lower than configured after 429s).
     pub async fn budget_rate(&self) -> f64 {
         self.budget.lock().await.rate()
+    }
+
+    /// Answers so far by endpoint kind and status class, e.g. (`subscriptions`, `2xx`).
+    pub fn responses(&self) -> Vec<(&'static str, &'static str, u64)> {
+        match self.responses.lock() {
+            Ok(m) => m.iter().map(|((e, c), n)| (*e, *c, *n)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn count_response(&self, url: &Url, class: &'static str) {
+        if let Ok(mut m) = self.responses.lock() {
+            *m.entry((endpoint_kind(url), class)).or_insert(0) += 1;
+        }
     }
 
     pub fn counters(&self) -> Counters {
@@ -398,6 +438,13 @@ impl PartnerCenterClient {
                 Err(e) => Err(e),
             };
             drop(permit);
+            self.count_response(
+                url,
+                match &outcome {
+                    Ok((status, _, _)) => status_class(status.as_u16()),
+                    Err(_) => "error",
+                },
+            );
             let (status, retry_after, body) = match outcome {
                 Ok(ok) => ok,
                 Err(e) => {

@@ -132,6 +132,11 @@ pub struct PassReport {
     pub customer_list_complete: Option<bool>,
     pub error: Option<String>,
     pub elapsed: Duration,
+    /// Partner Center's answers by endpoint kind and status class (`2xx`, `4xx`, `5xx`,
+    /// `error`), for the metrics.
+    pub responses: Vec<(&'static str, &'static str, u64)>,
+    /// The request budget's rate when the pass ended, in requests per minute.
+    pub budget_per_minute: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,9 +210,10 @@ pub async fn run_pass(
         customer_list_complete: None,
         error: None,
         elapsed: Duration::ZERO,
+        responses: Vec::new(),
+        budget_per_minute: None,
     };
     let plan = Plan { choice, started_at };
-    let shutting_down = cancel.clone();
     let (outcome, lock, confirmed) = pass(settings, pool, lock, run_id, plan, cancel, &mut report)
         .instrument(span.clone())
         .await;
@@ -314,19 +320,6 @@ pub async fn run_pass(
         ),
     }
     drop(_enter);
-    // A pass that is shutting down leaves at once; its changes are in the tables.
-    if !shutting_down.is_cancelled() {
-        crate::notify::after_pass(
-            pool,
-            &settings.notify,
-            &clock,
-            settings.partner_center.request_timeout,
-            crate::partner_center::retry::Backoff::default(),
-            &report,
-        )
-        .instrument(span)
-        .await;
-    }
     Ok(report)
 }
 
@@ -551,6 +544,8 @@ async fn pass(
     report.api_requests = counters.requests;
     report.throttled = counters.throttled;
     report.retries = counters.retries;
+    report.responses = ctx.client.responses();
+    report.budget_per_minute = Some(ctx.client.budget_rate().await);
     let confirmed = written.confirmed;
     if let Some(e) = writer_error {
         return (Err(e), lock, confirmed);

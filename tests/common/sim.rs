@@ -63,17 +63,29 @@ pub async fn pass(s: &Setup, extra: &[(&str, &str)]) -> PassReport {
     pass_as(s, PassChoice::Full, extra).await
 }
 
-/// One pass of the kind asked for, in this process, never stopped.
+/// One pass of the kind asked for, in this process, never stopped, followed by the webhook
+/// notification as the command that runs a pass sends it.
 pub async fn pass_as(s: &Setup, choice: PassChoice, extra: &[(&str, &str)]) -> PassReport {
-    sync::run_pass(
-        &settings(s, extra),
+    let settings = settings(s, extra);
+    let report = sync::run_pass(
+        &settings,
         &s.db.pool,
         Trigger::Test,
         choice,
         CancellationToken::new(),
     )
     .await
-    .expect("the pass runs")
+    .expect("the pass runs");
+    pcsync::notify::after_pass(
+        &s.db.pool,
+        &settings.notify,
+        &settings.clock,
+        settings.partner_center.request_timeout,
+        pcsync::partner_center::retry::Backoff::default(),
+        &report,
+    )
+    .await;
+    report
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
