@@ -36,5 +36,9 @@ WORKDIR /app
 USER 10001
 # Mount the customer list here (customers.file), or set PCSYNC__CUSTOMERS__FILE.
 ENV PCSYNC__CUSTOMERS__FILE=/data/customers.csv
+# The worker (`pcsync run`) serves /metrics, /healthz and /livez here; `run --once` pushes to
+# metrics.pushgateway_url or writes metrics.textfile instead.
+ENV PCSYNC__METRICS__LISTEN=0.0.0.0:9464
+EXPOSE 9464
 ENTRYPOINT ["pcsync"]
 CMD ["run"]
