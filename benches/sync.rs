@@ -621,6 +621,58 @@ async fn latency_and_no_change(bench: &Bench, requests: f64) -> Result<(BenchDb,
         && c.events == 0;
     rows.push(c);
 
+    // C': the metrics cost nothing measurable: the no-change pass with metrics off and on
+    // (written to a textfile at the end, as for node_exporter), alternated three times.
+    if wanted("C'") || wanted("C") {
+        eprintln!("C': no-change passes with metrics off and on, alternated three times ...");
+        let textfile =
+            std::env::temp_dir().join(format!("pcsync-bench-{}.prom", Uuid::new_v4().simple()));
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        let mut peak_rss: f64 = 0.0;
+        for _ in 0..3 {
+            for with_metrics in [false, true] {
+                let mut env = bench.settings(&db_a, 1_000_000, CONCURRENCY)?;
+                if with_metrics {
+                    env.insert(
+                        "PCSYNC__METRICS__TEXTFILE".into(),
+                        textfile.to_string_lossy().to_string(),
+                    );
+                }
+                let mut r = Row::default();
+                bench.measured_pass(&db_a, &env, &mut r).await?;
+                peak_rss = peak_rss.max(r.peak_rss_mib);
+                if with_metrics {
+                    on.push(r.cpu_s)
+                } else {
+                    off.push(r.cpu_s)
+                }
+            }
+        }
+        let written = std::fs::read_to_string(&textfile).unwrap_or_default();
+        let _ = std::fs::remove_file(&textfile);
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (m_off, m_on) = (median(&mut off), median(&mut on));
+        let ratio = m_on / m_off;
+        rows.push(Row {
+            scenario: "C' metrics cost".into(),
+            setting: "the no-change pass, metrics off and on (textfile), alternated 3 times".into(),
+            bound: "median pcsync CPU without metrics".into(),
+            target: "median CPU with metrics ≤ 1.05 × without".into(),
+            cpu_s: m_on,
+            peak_rss_mib: peak_rss,
+            bound_s: Some(m_off),
+            ratio: Some(ratio),
+            met: ratio <= 1.05 && written.contains("pcsync_passes_total{"),
+            note: format!(
+                "CPU s without: {off:.2?}, with: {on:.2?}; medians {m_off:.2} and {m_on:.2} s ({ratio:.3} ×)"
+            ),
+            ..Row::default()
+        });
+    }
+
     Ok((db_a, rows))
 }
 
