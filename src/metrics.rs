@@ -58,31 +58,28 @@ pub enum MetricsError {
     Push { url: String, detail: String },
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+/// Registers `metric` (built from constant names and labels, so it cannot fail).
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: Result<M, prometheus::Error>,
+) -> M {
+    let m = metric.unwrap_or_else(|e| unreachable!("a metric of constant names: {e}"));
     registry
-        .register(Box::new(c.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    c
+        .register(Box::new(m.clone()))
+        .unwrap_or_else(|e| unreachable!("a metric registered twice: {e}"));
+    m
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    registry
-        .register(Box::new(g.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    g
+    registered(registry, GaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    registry
-        .register(Box::new(g.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    g
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn seconds(t: DateTime<Utc>) -> f64 {
@@ -94,19 +91,19 @@ impl Metrics {
     pub fn new(tenant: &str) -> Arc<Metrics> {
         let r = Registry::new();
         let t = &["tenant"][..];
-        let pass_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pcsync_pass_duration_seconds",
-                "How long sync passes took, by kind (full, incremental).",
-            )
-            .buckets(vec![
-                1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
-            ]),
-            &["tenant", "kind"],
-        )
-        .unwrap_or_else(|e| unreachable!("pass duration: {e}"));
-        r.register(Box::new(pass_duration.clone()))
-            .unwrap_or_else(|e| unreachable!("pass duration: {e}"));
+        let pass_duration = registered(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "pcsync_pass_duration_seconds",
+                    "How long sync passes took, by kind (full, incremental).",
+                )
+                .buckets(vec![
+                    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+                ]),
+                &["tenant", "kind"],
+            ),
+        );
         Arc::new(Metrics {
             passes: counter(
                 &r,
