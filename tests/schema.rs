@@ -24,6 +24,7 @@ const TABLES: &[&str] = &[
     "usage_exclusions",
     "usage_settings",
     "sku_offers",
+    "partner_tenants",
 ];
 
 async fn table_names(pool: &PgPool) -> Vec<String> {

@@ -294,7 +294,7 @@ pub async fn store(
             resource_type text, operation_type text, operation_status text, operation_at timestamptz,
             subscription_ids text[], resource_old_value jsonb, resource_new_value jsonb,
             customized_data jsonb, original_correlation_id text, raw jsonb)
-         ON CONFLICT (record_id) DO UPDATE SET run_id = EXCLUDED.run_id, read_at = EXCLUDED.read_at
+         ON CONFLICT (tenant, record_id) DO UPDATE SET run_id = EXCLUDED.run_id, read_at = EXCLUDED.read_at
          WHERE NOT EXISTS (SELECT 1 FROM pcsync.sync_runs g
                            WHERE g.run_id = activity_log.run_id AND g.status IN ('succeeded', 'partial'))",
     )

@@ -570,7 +570,7 @@ impl Resource {
             SELECT u.customer_id, u.id, {u_cols}, u.raw, $3, $3
             FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'up')
                 AS u(customer_id uuid, id text, {record}, raw jsonb)
-            ON CONFLICT (customer_id, {key}) DO UPDATE SET {set}, raw = EXCLUDED.raw,
+            ON CONFLICT (tenant, customer_id, {key}) DO UPDATE SET {set}, raw = EXCLUDED.raw,
                 changed_at = CASE
                     WHEN t.removed_at IS NOT NULL{was_untracked} OR ({old}) IS DISTINCT FROM ({new})
                     THEN $3::timestamptz ELSE t.changed_at END,

@@ -618,7 +618,7 @@ pub async fn upsert_customers(
     sqlx::query(
         "INSERT INTO pcsync.customers AS c (customer_id, mpn_id, company_name, domain, relationship, source, first_seen_at)
          SELECT u.*, $6, $7 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u
-         ON CONFLICT (customer_id) DO UPDATE SET
+         ON CONFLICT (tenant, customer_id) DO UPDATE SET
             mpn_id = EXCLUDED.mpn_id,
             company_name = COALESCE(EXCLUDED.company_name, c.company_name),
             domain = COALESCE(EXCLUDED.domain, c.domain),

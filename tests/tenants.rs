@@ -1,0 +1,185 @@
+//! Several partner tenants (issue 20), first step: the migration that puts the tenant in every
+//! table and key keeps every row, assigns it to the tenant `default`, and lets two tenants hold
+//! the same customer and subscription as separate rows.
+
+mod common;
+
+use common::TestDb;
+use sqlx::{Connection, PgConnection};
+
+const TENANT_MIGRATION: i64 = 20261201000016;
+
+const TABLES: [&str; 13] = [
+    "pcsync.customers",
+    "pcsync.subscriptions",
+    "pcsync.managed_services",
+    "pcsync.subscribed_skus",
+    "pcsync.subscription_history",
+    "pcsync.subscribed_sku_history",
+    "pcsync.change_events",
+    "pcsync.activity_log",
+    "pcsync.sync_runs",
+    "pcsync.sync_errors",
+    "pcsync.renewal_announcements",
+    "pcsync.cancellation_window_announcements",
+    "pcsync_private.refresh_tokens",
+];
+
+/// The migrations before the tenant's, as `pcsync migrate` applies them.
+async fn migrate_before_tenants(url: &str) {
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS pcsync")
+        .execute(&mut conn)
+        .await
+        .expect("schema");
+    sqlx::query("SET search_path TO pcsync, public")
+        .execute(&mut conn)
+        .await
+        .expect("path");
+    let mut before = sqlx::migrate!("./migrations");
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < TENANT_MIGRATION)
+            .cloned()
+            .collect(),
+    );
+    before.run(&mut conn).await.expect("the earlier migrations");
+}
+
+/// A row in every table, written as the passes before the migration wrote them.
+const ROWS: &str = "
+INSERT INTO pcsync.sync_runs (run_id, trigger, status, finished_at, kind)
+    VALUES ('00000000-0000-0000-0000-00000000000a', 'test', 'succeeded', now(), 'full');
+INSERT INTO pcsync.customers (customer_id, company_name, source)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 'Contoso', 'file');
+INSERT INTO pcsync.subscriptions (customer_id, subscription_id, offer_id, quantity, status, raw, first_seen_at, changed_at)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 's-1', 'O', 5, 'active', '{}', now(), now());
+INSERT INTO pcsync.managed_services (customer_id, service_id, name, raw, first_seen_at, changed_at)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 'Exchange', 'Exchange', '{}', now(), now());
+INSERT INTO pcsync.subscribed_skus (customer_id, sku_id, sku_part_number, raw, first_seen_at, changed_at)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 'k-1', 'SPE_E3', '{}', now(), now());
+INSERT INTO pcsync.subscription_history (customer_id, subscription_id, valid_from, run_id, offer_id, quantity, status)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 's-1', now() - interval '1 day', '00000000-0000-0000-0000-00000000000a', 'O', 5, 'active');
+INSERT INTO pcsync.subscribed_sku_history (customer_id, sku_id, valid_from, run_id, sku_part_number)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 'k-1', now() - interval '1 day', '00000000-0000-0000-0000-00000000000a', 'SPE_E3');
+INSERT INTO pcsync.change_events (run_id, customer_id, entity, entity_id, kind, detected_at)
+    VALUES ('00000000-0000-0000-0000-00000000000a', 'c0000000-0000-0000-0000-000000000001', 'subscription', 's-1', 'added', now());
+INSERT INTO pcsync.sync_errors (run_id, customer_id, operation, message, occurred_at)
+    VALUES ('00000000-0000-0000-0000-00000000000a', 'c0000000-0000-0000-0000-000000000001', 'get_subscriptions', 'boom', now());
+INSERT INTO pcsync.renewal_announcements (customer_id, subscription_id, ends_on, threshold_days, kind, run_id, announced_at)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 's-1', current_date + 20, 30, 'decision', '00000000-0000-0000-0000-00000000000a', now());
+INSERT INTO pcsync.cancellation_window_announcements (customer_id, subscription_id, allowed_until, run_id, announced_at)
+    VALUES ('c0000000-0000-0000-0000-000000000001', 's-1', now() + interval '1 day', '00000000-0000-0000-0000-00000000000a', now());
+INSERT INTO pcsync.activity_log (record_id, run_id, resource_type, operation_at, raw, customer_id)
+    VALUES ('r-1', '00000000-0000-0000-0000-00000000000a', 'subscription', now(), '{}', 'c0000000-0000-0000-0000-000000000001');
+INSERT INTO pcsync_private.refresh_tokens (tenant_id, client_id, refresh_token, seed_fingerprint, obtained_at)
+    VALUES ('contoso.onmicrosoft.com', 'app', 'secret-token', 'f', now());
+";
+
+async fn counts(pool: &sqlx::PgPool) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in TABLES {
+        out.push(
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {t}"))
+                .fetch_one(pool)
+                .await
+                .expect(t),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_tenant_migration_keeps_every_row_and_puts_the_tenant_in_every_key() {
+    let db = TestDb::empty().await;
+    migrate_before_tenants(&db.url).await;
+    sqlx::raw_sql(ROWS)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("rows as the earlier schema took them: {e}"));
+    let before = counts(&db.pool).await;
+    assert!(before.iter().all(|n| *n == 1), "{before:?}");
+
+    let applied = pcsync::db::migrate(&db.pool)
+        .await
+        .expect("the tenant migration");
+    assert_eq!(applied, 1);
+    assert_eq!(counts(&db.pool).await, before, "every table keeps its rows");
+    for t in TABLES {
+        let others: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {t} WHERE tenant IS DISTINCT FROM 'default'"
+        ))
+        .fetch_one(&db.pool)
+        .await
+        .expect(t);
+        assert_eq!(others, 0, "{t}: every row belongs to the tenant default");
+    }
+    let tenants: Vec<String> = sqlx::query_scalar("SELECT name FROM pcsync.partner_tenants")
+        .fetch_all(&db.pool)
+        .await
+        .expect("tenants");
+    assert_eq!(tenants, vec!["default".to_string()]);
+
+    // The keys of customers and records lead with the tenant.
+    for (table, key) in [
+        ("pcsync.customers", "PRIMARY KEY (tenant, customer_id)"),
+        (
+            "pcsync.subscriptions",
+            "PRIMARY KEY (tenant, customer_id, subscription_id)",
+        ),
+        (
+            "pcsync.managed_services",
+            "PRIMARY KEY (tenant, customer_id, service_id)",
+        ),
+        (
+            "pcsync.subscribed_skus",
+            "PRIMARY KEY (tenant, customer_id, sku_id)",
+        ),
+        ("pcsync.activity_log", "PRIMARY KEY (tenant, record_id)"),
+    ] {
+        let defs: Vec<String> = sqlx::query_scalar(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_all(&db.pool)
+        .await
+        .expect("constraints");
+        assert!(defs.iter().any(|d| d == key), "{table}: {defs:?}");
+    }
+
+    // A second tenant holds the same customer and subscription as rows of its own.
+    sqlx::raw_sql(
+        "INSERT INTO pcsync.partner_tenants (name) VALUES ('brand-b');
+         INSERT INTO pcsync.customers (tenant, customer_id, company_name, source)
+             VALUES ('brand-b', 'c0000000-0000-0000-0000-000000000001', 'Contoso', 'api');
+         INSERT INTO pcsync.subscriptions (tenant, customer_id, subscription_id, quantity, raw, first_seen_at, changed_at)
+             VALUES ('brand-b', 'c0000000-0000-0000-0000-000000000001', 's-1', 9, '{}', now(), now());
+         INSERT INTO pcsync.subscription_history (tenant, customer_id, subscription_id, valid_from, run_id, quantity)
+             VALUES ('brand-b', 'c0000000-0000-0000-0000-000000000001', 's-1', now() - interval '1 day',
+                     '00000000-0000-0000-0000-00000000000a', 9);",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a shared customer under a second tenant");
+    let quantities: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT tenant, quantity FROM pcsync.subscriptions WHERE subscription_id = 's-1' ORDER BY tenant",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        quantities,
+        vec![("brand-b".to_string(), 9), ("default".to_string(), 5)]
+    );
+    let unknown = sqlx::query(
+        "INSERT INTO pcsync.customers (tenant, customer_id, source) VALUES ('nobody', gen_random_uuid(), 'file')",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(
+        unknown.is_err(),
+        "a tenant must be known to partner_tenants"
+    );
+}
