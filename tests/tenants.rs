@@ -183,3 +183,59 @@ async fn the_tenant_migration_keeps_every_row_and_puts_the_tenant_in_every_key()
         "a tenant must be known to partner_tenants"
     );
 }
+
+/// The first pass records the partner tenant's GUID; a pass whose GUID differs from the one
+/// recorded for its tenant name stops, naming both, and changes nothing.
+#[tokio::test]
+async fn a_pass_records_its_partner_tenant_and_refuses_another_under_the_same_name() {
+    use common::sim;
+    use pcsync::simulator::SimConfig;
+    let s = sim::setup(SimConfig {
+        customers: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    let configured = sim::settings(&s, &[])
+        .auth
+        .tenant_id
+        .clone()
+        .expect("tenant id");
+    let first = sim::pass(&s, &[]).await;
+    assert_eq!(first.status.as_str(), "succeeded");
+    let recorded: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT partner_tenant_id FROM pcsync.partner_tenants WHERE name = 'default'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("tenant");
+    assert_eq!(recorded.map(|g| g.to_string()), Some(configured.clone()));
+
+    // The database holds another partner's data under the name.
+    let other = "0f0f0f0f-0000-4000-8000-000000000001";
+    sqlx::query("UPDATE pcsync.partner_tenants SET partner_tenant_id = $1 WHERE name = 'default'")
+        .bind(uuid::Uuid::parse_str(other).expect("uuid"))
+        .execute(&s.db.pool)
+        .await
+        .expect("update");
+    let subscriptions = sim::count(&s.db.pool, "SELECT count(*) FROM pcsync.subscriptions").await;
+    let refused = sim::pass(&s, &[]).await;
+    assert_eq!(refused.status.as_str(), "failed");
+    let error = refused.error.unwrap_or_default();
+    assert!(
+        error.contains(other) && error.contains(&configured) && error.contains("\"default\""),
+        "{error}"
+    );
+    assert_eq!(
+        sim::count(&s.db.pool, "SELECT count(*) FROM pcsync.subscriptions").await,
+        subscriptions
+    );
+    assert_eq!(
+        sim::count(
+            &s.db.pool,
+            "SELECT count(*) FROM pcsync.customers WHERE last_status = 'failed'"
+        )
+        .await,
+        0,
+        "no customer is blamed"
+    );
+}

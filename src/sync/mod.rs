@@ -19,6 +19,7 @@ pub mod lock;
 pub mod plan;
 pub mod resource;
 pub mod store;
+pub mod tenant;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -347,6 +348,8 @@ enum PassError {
     NoCustomerCanSucceed(String),
     #[error("the database writer stopped unexpectedly: {0}")]
     Writer(String),
+    #[error("{0}")]
+    Tenant(#[from] tenant::TenantMismatch),
 }
 
 /// Everything a customer task needs.
@@ -678,6 +681,12 @@ async fn prepare(
         Err(ApiError::Auth(e)) => return Err(e.into()),
         Err(e) => return Err(PassError::NoCustomerCanSucceed(e.to_string())),
     }
+    // The partner tenant: recorded by its first pass, never mixed with another.
+    let tenant_id = settings.auth.tenant_id.clone().unwrap_or_default();
+    let token = client.tokens().token().await?;
+    let guid = tenant::resolved_guid(&tenant_id, &token);
+    drop(token);
+    tenant::check_or_record(lock.conn(), tenant::DEFAULT_TENANT, &tenant_id, guid).await??;
 
     let now = plan.started_at;
     // What the list names, what it left out (only an incomplete list leaves anyone out), and
