@@ -157,11 +157,13 @@ def timeseries(name, dataset, viz, x, grain, metric, groupby=(), extra_filters=(
         "truncate_metric": True,
     }
     filters = [no_time_filter(x)]
+    # Ordered by the time axis (the database's order of the buckets), as the chart draws them.
     qc = query_context(
         form,
         [time_column(x, grain)] + list(groupby),
         [metric],
         filters,
+        orderby=[],
     )
     qc_obj = json.loads(qc)
     for f in extra_filters:
