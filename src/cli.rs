@@ -365,8 +365,8 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
                 deliver_metrics(settings, &metrics).await;
                 pass_exit(&report, shutdown.received())
             }
-            Some(Err(SyncError::AlreadyRunning)) => {
-                tracing::error!("{}", SyncError::AlreadyRunning);
+            Some(Err(e @ SyncError::AlreadyRunning(_))) => {
+                tracing::error!("{e}");
                 Exit::AlreadyRunning
             }
             Some(Err(e)) => {
@@ -429,8 +429,8 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
         {
             None => return signal_exit(shutdown.received()),
             Some(Ok(_)) => {}
-            Some(Err(SyncError::AlreadyRunning)) => {
-                tracing::warn!("{}; skipping this firing", SyncError::AlreadyRunning)
+            Some(Err(e @ SyncError::AlreadyRunning(_))) => {
+                tracing::warn!("{e}; skipping this firing")
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the pass could not run; trying again at the next firing")

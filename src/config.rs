@@ -27,6 +27,12 @@ pub enum ConfigError {
     /// A key holds a value of the wrong form.
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+    /// A key of one `[[tenants]]` entry (or of its `PCSYNC_TENANT_<NAME>__…` variables).
+    #[error("[[tenants]] entry {tenant}: {source}")]
+    Tenant {
+        tenant: String,
+        source: Box<ConfigError>,
+    },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -48,6 +54,10 @@ pub struct Settings {
     pub status: StatusSettings,
     pub notify: NotifySettings,
     pub metrics: MetricsSettings,
+    /// The `[[tenants]]` entries, each validated into settings of its own (the top-level
+    /// settings, then the entry, then its `PCSYNC_TENANT_<NAME>__…` variables). Empty: the
+    /// top-level settings are the one tenant.
+    pub tenants: Vec<Settings>,
     /// Where every "now" of a pass comes from: the system clock, unless a test, the benchmark
     /// or the demo sets one (not a configuration key).
     pub clock: crate::clock::Clock,
@@ -184,6 +194,9 @@ pub enum TokenVersion {
 
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
+    /// The name this partner tenant's rows carry (`tenant` in every table), `default` unless
+    /// set: several tenants share one database under names of their own.
+    pub tenant_name: String,
     pub mode: AuthMode,
     pub authority: Url,
     pub token_version: TokenVersion,
@@ -322,7 +335,7 @@ pub struct LogSettings {
 
 // ---- raw layer: every value arrives as text, so each error can name its key -------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     #[serde(default)]
@@ -343,9 +356,49 @@ struct RawSettings {
     notify: RawNotify,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
 }
 
-#[derive(Default, Deserialize)]
+/// One `[[tenants]]` entry: what may differ between partner tenants. Secrets come only from
+/// `*_file` keys or `PCSYNC_TENANT_<NAME>__…` variables, never from the file itself.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: Option<String>,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    customers: RawCustomers,
+    #[serde(default)]
+    partner_center: RawTenantPartnerCenter,
+    #[serde(default)]
+    sync: RawTenantSync,
+    #[serde(default)]
+    notify: RawTenantNotify,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenantPartnerCenter {
+    requests_per_minute: Option<String>,
+    max_concurrency: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenantSync {
+    schedule: Option<String>,
+    full_schedule: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenantNotify {
+    webhook_url_file: Option<String>,
+}
+
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<String>,
@@ -369,7 +422,7 @@ impl fmt::Debug for RawMetrics {
     }
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotify {
     webhook_url: Option<String>,
@@ -392,13 +445,13 @@ impl fmt::Debug for RawNotify {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStatus {
     max_age_secs: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
@@ -417,7 +470,7 @@ impl fmt::Debug for RawDatabase {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPartnerCenter {
     base_url: Option<String>,
@@ -427,9 +480,10 @@ struct RawPartnerCenter {
     max_attempts: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
+    tenant_name: Option<String>,
     mode: Option<String>,
     authority: Option<String>,
     token_version: Option<String>,
@@ -445,6 +499,7 @@ struct RawAuth {
 impl fmt::Debug for RawAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawAuth")
+            .field("tenant_name", &self.tenant_name)
             .field("mode", &self.mode)
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
@@ -452,7 +507,7 @@ impl fmt::Debug for RawAuth {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCustomers {
     source: Option<String>,
@@ -461,7 +516,7 @@ struct RawCustomers {
     page_size: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSync {
     schedule: Option<String>,
@@ -472,7 +527,7 @@ struct RawSync {
     license_usage: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<String>,
@@ -561,8 +616,171 @@ impl Settings {
                 .get("DATABASE_URL")
                 .filter(|v| !v.trim().is_empty())
         };
-        validate(raw, database_url_env.cloned())
+        let mut raw = raw;
+        let entries = std::mem::take(&mut raw.tenants);
+        let mut settings = validate(raw.clone(), database_url_env.cloned())?;
+        let mut names = std::collections::HashSet::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let label = entry
+                .name
+                .as_deref()
+                .map_or_else(|| format!("{}", i + 1), |n| format!("{n:?}"));
+            let in_entry = |e: ConfigError| ConfigError::Tenant {
+                tenant: label.clone(),
+                source: Box::new(e),
+            };
+            let name = required("name", entry.name.clone(), "the tenant's name, such as \"emea\"")
+                .map_err(in_entry)?;
+            let merged = tenant_raw(&raw, entry, &name, &sources.env).map_err(in_entry)?;
+            let one = validate(merged, database_url_env.cloned()).map_err(in_entry)?;
+            if !names.insert(one.auth.tenant_name.clone()) {
+                return Err(in_entry(invalid(
+                    "name",
+                    "another [[tenants]] entry has this name; each tenant needs a name of its own",
+                )));
+            }
+            settings.tenants.push(one);
+        }
+        Ok(settings)
     }
+
+    /// The tenants to sync: the `[[tenants]]` entries, or these settings as the one tenant.
+    pub fn tenant_settings(&self) -> Vec<Settings> {
+        if self.tenants.is_empty() {
+            vec![self.clone()]
+        } else {
+            self.tenants.clone()
+        }
+    }
+}
+
+/// The variable prefix of one tenant's settings: `PCSYNC_TENANT_EMEA__` for `emea` (`-` becomes
+/// `_`).
+pub fn tenant_env_prefix(name: &str) -> String {
+    format!(
+        "PCSYNC_TENANT_{}__",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// One tenant's raw settings: the top-level ones, then its `[[tenants]]` entry, then its
+/// `PCSYNC_TENANT_<NAME>__SECTION__KEY` variables.
+fn tenant_raw(
+    base: &RawSettings,
+    entry: RawTenant,
+    name: &str,
+    env: &HashMap<String, String>,
+) -> Result<RawSettings, ConfigError> {
+    for (key, set) in [
+        ("auth.client_secret", entry.auth.client_secret.is_some()),
+        ("auth.refresh_token", entry.auth.refresh_token.is_some()),
+    ] {
+        if set {
+            return Err(invalid(
+                key,
+                format!(
+                    "a secret does not belong in the configuration file; put it in a file named by {key}_file, or in the variable {}{}",
+                    tenant_env_prefix(name),
+                    key.to_ascii_uppercase().replace('.', "__")
+                ),
+            ));
+        }
+    }
+    let mut raw = base.clone();
+    raw.auth.tenant_name = Some(name.to_string());
+    let over = |into: &mut Option<String>, from: Option<String>| {
+        if from.is_some() {
+            *into = from;
+        }
+    };
+    let a = entry.auth;
+    over(&mut raw.auth.mode, a.mode);
+    over(&mut raw.auth.authority, a.authority);
+    over(&mut raw.auth.token_version, a.token_version);
+    over(&mut raw.auth.tenant_id, a.tenant_id);
+    over(&mut raw.auth.client_id, a.client_id);
+    // A secret file of the entry replaces the top-level secret, inline or in a file.
+    if a.client_secret_file.is_some() {
+        raw.auth.client_secret = None;
+        raw.auth.client_secret_file = a.client_secret_file;
+    }
+    if a.refresh_token_file.is_some() {
+        raw.auth.refresh_token = None;
+        raw.auth.refresh_token_file = a.refresh_token_file;
+    }
+    let c = entry.customers;
+    over(&mut raw.customers.source, c.source);
+    over(&mut raw.customers.file, c.file);
+    over(&mut raw.customers.default_mpn_id, c.default_mpn_id);
+    over(&mut raw.customers.page_size, c.page_size);
+    over(
+        &mut raw.partner_center.requests_per_minute,
+        entry.partner_center.requests_per_minute,
+    );
+    over(
+        &mut raw.partner_center.max_concurrency,
+        entry.partner_center.max_concurrency,
+    );
+    over(&mut raw.sync.schedule, entry.sync.schedule);
+    over(&mut raw.sync.full_schedule, entry.sync.full_schedule);
+    if entry.notify.webhook_url_file.is_some() {
+        raw.notify.webhook_url = None;
+        raw.notify.webhook_url_file = entry.notify.webhook_url_file;
+    }
+    let prefix = tenant_env_prefix(name);
+    let mut vars: Vec<(&String, &String)> =
+        env.iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+    vars.sort();
+    for (var, value) in vars {
+        let key = var[prefix.len()..].to_ascii_lowercase();
+        let v = Some(value.clone());
+        let slot: &mut Option<String> = match key.as_str() {
+            "auth__mode" => &mut raw.auth.mode,
+            "auth__authority" => &mut raw.auth.authority,
+            "auth__token_version" => &mut raw.auth.token_version,
+            "auth__tenant_id" => &mut raw.auth.tenant_id,
+            "auth__client_id" => &mut raw.auth.client_id,
+            "auth__client_secret" => {
+                raw.auth.client_secret_file = None;
+                &mut raw.auth.client_secret
+            }
+            "auth__client_secret_file" => {
+                raw.auth.client_secret = None;
+                &mut raw.auth.client_secret_file
+            }
+            "auth__refresh_token" => {
+                raw.auth.refresh_token_file = None;
+                &mut raw.auth.refresh_token
+            }
+            "auth__refresh_token_file" => {
+                raw.auth.refresh_token = None;
+                &mut raw.auth.refresh_token_file
+            }
+            "customers__source" => &mut raw.customers.source,
+            "customers__file" => &mut raw.customers.file,
+            "customers__default_mpn_id" => &mut raw.customers.default_mpn_id,
+            "customers__page_size" => &mut raw.customers.page_size,
+            "partner_center__requests_per_minute" => &mut raw.partner_center.requests_per_minute,
+            "partner_center__max_concurrency" => &mut raw.partner_center.max_concurrency,
+            "sync__schedule" => &mut raw.sync.schedule,
+            "sync__full_schedule" => &mut raw.sync.full_schedule,
+            "notify__webhook_url" => {
+                raw.notify.webhook_url_file = None;
+                &mut raw.notify.webhook_url
+            }
+            "notify__webhook_url_file" => {
+                raw.notify.webhook_url = None;
+                &mut raw.notify.webhook_url_file
+            }
+            _ => {
+                return Err(ConfigError::Load(format!(
+                    "{var} is not a per-tenant setting; a tenant may set auth.*, customers.*, partner_center.requests_per_minute and max_concurrency, sync.schedule and full_schedule, notify.webhook_url(_file)"
+                )))
+            }
+        };
+        *slot = v;
+    }
+    Ok(raw)
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -685,6 +903,14 @@ fn secret(
     }
 }
 
+/// True for a tenant name as `pcsync.partner_tenants` accepts it: `^[a-z][a-z0-9_-]{0,62}$`.
+pub fn is_tenant_name(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && text.len() <= 63
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// True for an MPN id (PartnerID): digits only, as the `?mpn_id=` filter and the schema expect.
 pub fn is_mpn_id(text: &str) -> bool {
     !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit())
@@ -756,6 +982,16 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
     };
 
     let a = raw.auth;
+    let tenant_name = non_empty(a.tenant_name)
+        .unwrap_or_else(|| crate::sync::tenant::DEFAULT_TENANT.to_string());
+    if !is_tenant_name(&tenant_name) {
+        return Err(invalid(
+            "auth.tenant_name",
+            format!(
+                "expected a short name of lower-case letters, digits, '-' and '_', starting with a letter (such as \"emea\" or \"brand-b\"), got {tenant_name:?}"
+            ),
+        ));
+    }
     let tenant_id = non_empty(a.tenant_id);
     if let Some(t) = &tenant_id {
         let ok = t
@@ -780,6 +1016,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         }
     }
     let auth = AuthSettings {
+        tenant_name,
         mode: choice(
             "auth.mode",
             a.mode,
@@ -1010,7 +1247,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         listen,
         pushgateway_url,
         textfile: non_empty(m.textfile).map(|t| std::path::PathBuf::from(t.trim())),
-        tenant: "default".to_string(),
+        tenant: auth.tenant_name.clone(),
     };
 
     Ok(Settings {
@@ -1030,6 +1267,7 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
             license_usage,
         },
         log,
+        tenants: Vec::new(),
         clock: crate::clock::Clock::system(),
     })
 }

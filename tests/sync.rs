@@ -738,7 +738,7 @@ async fn two_concurrent_runs_one_runs_the_other_says_so() {
     assert_eq!(second.status.code(), Some(3));
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(
-        said.contains("another pcsync pass holds the lock"),
+        said.contains("another pcsync pass of partner tenant \"default\" holds its lock"),
         "{said}"
     );
     assert_eq!(

@@ -105,7 +105,7 @@ async fn the_tenant_migration_keeps_every_row_and_puts_the_tenant_in_every_key()
     let applied = pcsync::db::migrate(&db.pool)
         .await
         .expect("the tenant migration");
-    assert_eq!(applied, 1);
+    assert!(applied >= 1, "migration 16 and those after it");
     assert_eq!(counts(&db.pool).await, before, "every table keeps its rows");
     for t in TABLES {
         let others: i64 = sqlx::query_scalar(&format!(

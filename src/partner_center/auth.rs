@@ -76,6 +76,8 @@ struct State {
 pub struct RefreshTokenStore {
     pool: PgPool,
     read_only: bool,
+    /// The pcsync tenant name the saved token's row carries (`tenant`).
+    tenant_name: String,
 }
 
 impl RefreshTokenStore {
@@ -83,7 +85,14 @@ impl RefreshTokenStore {
         RefreshTokenStore {
             pool,
             read_only: false,
+            tenant_name: crate::sync::tenant::DEFAULT_TENANT.to_string(),
         }
+    }
+
+    /// The store of the pcsync tenant `name` (its saved tokens carry the name).
+    pub fn for_tenant(mut self, name: &str) -> RefreshTokenStore {
+        self.tenant_name = name.to_string();
+        self
     }
 
     /// Reads the stored token but keeps a rotated one in memory only (`pcsync check`, which
@@ -92,6 +101,7 @@ impl RefreshTokenStore {
         RefreshTokenStore {
             pool,
             read_only: true,
+            tenant_name: crate::sync::tenant::DEFAULT_TENANT.to_string(),
         }
     }
 
@@ -127,16 +137,17 @@ impl RefreshTokenStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO pcsync_private.refresh_tokens (tenant_id, client_id, refresh_token, seed_fingerprint, obtained_at)
-             VALUES ($1, $2, $3, $4, now())
+            "INSERT INTO pcsync_private.refresh_tokens (tenant_id, client_id, refresh_token, seed_fingerprint, obtained_at, tenant)
+             VALUES ($1, $2, $3, $4, now(), $5)
              ON CONFLICT (tenant_id, client_id) DO UPDATE
              SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
-                 obtained_at = EXCLUDED.obtained_at",
+                 obtained_at = EXCLUDED.obtained_at, tenant = EXCLUDED.tenant",
         )
         .bind(tenant)
         .bind(client)
         .bind(token.expose_secret())
         .bind(seed_fingerprint)
+        .bind(&self.tenant_name)
         .execute(&mut *tx)
         .await?;
         tx.commit().await

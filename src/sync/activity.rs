@@ -171,11 +171,13 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub async fn read(conn: &mut PgConnection) -> Result<Ledger, sqlx::Error> {
+    /// The tenant's own runs only: another tenant's watermark or full pass says nothing here.
+    pub async fn read(conn: &mut PgConnection, tenant: &str) -> Result<Ledger, sqlx::Error> {
         let (watermark, last_full) = sqlx::query_as(
             "SELECT max(activity_read_through), max(started_at) FILTER (WHERE kind = 'full')
-             FROM pcsync.sync_runs WHERE status IN ('succeeded', 'partial')",
+             FROM pcsync.sync_runs WHERE tenant = $1 AND status IN ('succeeded', 'partial')",
         )
+        .bind(tenant)
         .fetch_one(conn)
         .await?;
         Ok(Ledger {
@@ -256,6 +258,7 @@ pub fn decide(
 /// fetched their customers after reading them, so they are old news.
 pub async fn acted_on(
     conn: &mut PgConnection,
+    tenant: &str,
     records: &[ActivityRecord],
 ) -> Result<HashSet<String>, sqlx::Error> {
     if records.is_empty() {
@@ -265,9 +268,10 @@ pub async fn acted_on(
     let old: Vec<String> = sqlx::query_scalar(
         "SELECT a.record_id FROM pcsync.activity_log a
          JOIN pcsync.sync_runs r ON r.run_id = a.run_id
-         WHERE a.record_id = ANY ($1) AND r.status IN ('succeeded', 'partial')",
+         WHERE a.tenant = $2 AND a.record_id = ANY ($1) AND r.status IN ('succeeded', 'partial')",
     )
     .bind(&ids)
+    .bind(tenant)
     .fetch_all(conn)
     .await?;
     Ok(old.into_iter().collect())
@@ -285,11 +289,12 @@ pub async fn store(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO pcsync.activity_log (record_id, customer_id, customer_name, partner_id,
+        "INSERT INTO pcsync.activity_log (tenant, record_id, customer_id, customer_name, partner_id,
             user_principal_name, application_id, resource_type, operation_type, operation_status,
             operation_at, subscription_ids, resource_old_value, resource_new_value, customized_data,
             original_correlation_id, raw, run_id, read_at)
-         SELECT r.*, $2, $3 FROM jsonb_to_recordset($1::jsonb) AS r(record_id text, customer_id uuid,
+         SELECT (SELECT tenant FROM pcsync.sync_runs WHERE run_id = $2), r.*, $2, $3
+         FROM jsonb_to_recordset($1::jsonb) AS r(record_id text, customer_id uuid,
             customer_name text, partner_id text, user_principal_name text, application_id text,
             resource_type text, operation_type text, operation_status text, operation_at timestamptz,
             subscription_ids text[], resource_old_value jsonb, resource_new_value jsonb,
@@ -324,9 +329,9 @@ pub async fn attribute(
                  operation = a.operation_type, operation_at = a.operation_at
              FROM pcsync.activity_log a
              WHERE e.run_id = $1 AND e.entity = 'subscription' AND e.changed_by IS NULL
-               AND a.record_id = (
+               AND a.tenant = e.tenant AND a.record_id = (
                    SELECT min(c.record_id) FROM pcsync.activity_log c
-                   WHERE c.customer_id = e.customer_id AND e.entity_id = ANY (c.subscription_ids)
+                   WHERE c.tenant = e.tenant AND c.customer_id = e.customer_id AND e.entity_id = ANY (c.subscription_ids)
                      AND c.operation_at >= $2
                      AND coalesce(c.operation_status, 'succeeded') = 'succeeded'
                      AND (NOT $3 OR (e.kind = 'changed' AND e.field <> 'raw' AND EXISTS (

@@ -8,9 +8,11 @@
 
 use sqlx::{Connection, PgConnection, PgPool};
 
-/// Key of the PostgreSQL advisory lock that keeps passes from overlapping across processes
-/// and hosts ("pcsync" in ASCII).
-pub const ADVISORY_LOCK_KEY: i64 = 0x7063_7379_6e63;
+/// First key of the PostgreSQL advisory locks that keep a partner tenant's passes from
+/// overlapping across processes and hosts ("pcsy" in ASCII); the second is `hashtext(tenant)`,
+/// so two tenants' passes run side by side and two of one tenant's never do. (Two tenant names
+/// whose hashes collide would only take turns.)
+pub const ADVISORY_LOCK_KEY: i32 = 0x7063_7379;
 
 /// The lock's connection was lost: the pass must not write another row.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +27,13 @@ pub struct PassLock {
 }
 
 impl PassLock {
-    /// Takes the lock on a connection of its own, out of the pool, so it can never go back to
-    /// the pool still held; `None` when another pass holds it.
-    pub async fn acquire(pool: &PgPool) -> Result<Option<PassLock>, sqlx::Error> {
+    /// Takes the tenant's lock on a connection of its own, out of the pool, so it can never go
+    /// back to the pool still held; `None` when another pass of the tenant holds it.
+    pub async fn acquire(pool: &PgPool, tenant: &str) -> Result<Option<PassLock>, sqlx::Error> {
         let mut conn = pool.acquire().await?.detach();
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(ADVISORY_LOCK_KEY)
+            .bind(tenant)
             .fetch_one(&mut conn)
             .await?;
         Ok(locked.then_some(PassLock { conn }))

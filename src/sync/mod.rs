@@ -143,9 +143,9 @@ pub struct PassReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(
-        "another pcsync pass holds the lock on this database (PostgreSQL advisory lock {ADVISORY_LOCK_KEY}); this one did not start"
+        "another pcsync pass of partner tenant {0:?} holds its lock on this database (PostgreSQL advisory lock ({ADVISORY_LOCK_KEY}, hashtext({0:?}))); this one did not start"
     )]
-    AlreadyRunning,
+    AlreadyRunning(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -160,21 +160,26 @@ pub async fn run_pass(
     choice: PassChoice,
     cancel: CancellationToken,
 ) -> Result<PassReport, SyncError> {
-    let Some(mut lock) = PassLock::acquire(pool).await? else {
-        return Err(SyncError::AlreadyRunning);
+    let tenant = settings.auth.tenant_name.as_str();
+    let Some(mut lock) = PassLock::acquire(pool, tenant).await? else {
+        return Err(SyncError::AlreadyRunning(tenant.to_string()));
     };
+    // The tenant's row first: every row of the pass references it.
+    tenant::ensure(lock.conn(), tenant).await?;
     let started = Instant::now();
     let clock = settings.clock.clone();
     let started_at = clock.now();
     let run_id = Uuid::new_v4();
-    // Under the lock no other pass runs: a row still `running` belongs to a pass that died.
+    // Under the tenant's lock no other pass of the tenant runs: a row of the tenant still
+    // `running` belongs to a pass that died. Another tenant's running pass is its own.
     let abandoned = sqlx::query(
         "UPDATE pcsync.sync_runs SET status = 'abandoned', finished_at = greatest($2, started_at),
             error = $1
-         WHERE status = 'running'",
+         WHERE tenant = $3 AND status = 'running'",
     )
     .bind(ABANDONED)
     .bind(started_at)
+    .bind(tenant)
     .execute(lock.conn())
     .await?
     .rows_affected();
@@ -184,10 +189,13 @@ pub async fn run_pass(
             "closed runs left 'running' by a pass that ended without closing them, as 'abandoned'"
         );
     }
-    sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger, started_at) VALUES ($1, $2, $3)")
-        .bind(run_id)
-        .bind(trigger.as_str())
-        .bind(started_at)
+    sqlx::query(
+        "INSERT INTO pcsync.sync_runs (tenant, run_id, trigger, started_at) VALUES ($4, $1, $2, $3)",
+    )
+    .bind(run_id)
+    .bind(trigger.as_str())
+    .bind(started_at)
+    .bind(tenant)
         .execute(lock.conn())
         .await?;
     let span = tracing::info_span!("sync", %run_id);
@@ -364,6 +372,9 @@ struct TaskContext {
     cancel: CancellationToken,
     second_looks: AtomicU64,
     clock: crate::clock::Clock,
+    /// The partner tenant this pass syncs (`auth.tenant_name`): every row it reads or writes is
+    /// this tenant's.
+    tenant: String,
 }
 
 /// A customer that could not be synced, as recorded in `customers` and `sync_errors`.
@@ -445,6 +456,7 @@ async fn pass(
         cancel: cancel.clone(),
         second_looks: AtomicU64::new(0),
         clock: settings.clock.clone(),
+        tenant: settings.auth.tenant_name.clone(),
     });
     // Fetched customers go to one writer, which stores them in batches; the bounded channel
     // holds fetching back when the database is the slower side, so memory stays bounded by
@@ -669,7 +681,7 @@ async fn prepare(
     let client = PartnerCenterClient::new(
         &settings.partner_center,
         creds,
-        Some(RefreshTokenStore::new(pool.clone())),
+        Some(RefreshTokenStore::new(pool.clone()).for_tenant(&settings.auth.tenant_name)),
         run_id,
     )
     .await?
@@ -686,7 +698,7 @@ async fn prepare(
     let token = client.tokens().token().await?;
     let guid = tenant::resolved_guid(&tenant_id, &token);
     drop(token);
-    tenant::check_or_record(lock.conn(), tenant::DEFAULT_TENANT, &tenant_id, guid).await??;
+    tenant::check_or_record(lock.conn(), &settings.auth.tenant_name, &tenant_id, guid).await??;
 
     let now = plan.started_at;
     // What the list names, what it left out (only an incomplete list leaves anyone out), and
@@ -769,10 +781,11 @@ async fn prepare(
                 (list, still_listed, "api")
             }
         };
-    store::upsert_customers(lock.conn(), source, &listed, now).await?;
+    let tenant = settings.auth.tenant_name.as_str();
+    store::upsert_customers(lock.conn(), tenant, source, &listed, now).await?;
     let left_out = match &departures {
         Some(still_listed) => {
-            let left = store::mark_departures(lock.conn(), still_listed, now).await?;
+            let left = store::mark_departures(lock.conn(), tenant, still_listed, now).await?;
             if left > 0 {
                 tracing::info!(
                     customers = left,
@@ -781,7 +794,7 @@ async fn prepare(
             }
             Vec::new()
         }
-        None => plan::stored_left_out(lock.conn(), &listed).await?,
+        None => plan::stored_left_out(lock.conn(), tenant, &listed).await?,
     };
     let Some((planned, attribute_since)) = choose_customers(
         settings, &client, lock, run_id, plan, listed, left_out, report,
@@ -843,7 +856,8 @@ async fn choose_customers(
     left_out: Vec<ListedCustomer>,
     report: &mut PassReport,
 ) -> Result<Option<(Vec<plan::Planned>, Option<DateTime<Utc>>)>, PassError> {
-    let ledger = activity::Ledger::read(lock.conn()).await?;
+    let tenant = settings.auth.tenant_name.as_str();
+    let ledger = activity::Ledger::read(lock.conn(), tenant).await?;
     let now = plan.started_at;
     let (mut kind, why) = activity::decide(plan.choice, &ledger, &settings.sync.full_schedule, now);
     tracing::info!(kind = kind.as_str(), reason = why, "pass kind");
@@ -873,7 +887,7 @@ async fn choose_customers(
                         Err(e) => tracing::warn!(error = %e, "activity log: a record was left out"),
                     }
                 }
-                let old_news = activity::acted_on(lock.conn(), &records).await?;
+                let old_news = activity::acted_on(lock.conn(), tenant, &records).await?;
                 activity::store(lock.conn(), run_id, &records, now).await?;
                 signals.named = records
                     .iter()
@@ -908,8 +922,8 @@ async fn choose_customers(
     }
     report.kind = kind;
     if kind == PassKind::Incremental || !left_out.is_empty() {
-        signals.due = plan::due_customers(lock.conn(), now, settings.sync.due_recheck).await?;
-        (signals.never, signals.failing) = plan::pending(lock.conn()).await?;
+        signals.due = plan::due_customers(lock.conn(), tenant, now, settings.sync.due_recheck).await?;
+        (signals.never, signals.failing) = plan::pending(lock.conn(), tenant).await?;
     }
     let listed_count = listed.len();
     let (planned, counts) = plan::select(kind, listed, left_out, &signals);
@@ -1041,7 +1055,7 @@ impl Writer {
             return Ok(());
         }
         let now = self.ctx.clock.now();
-        match store::store_batch(self.lock.conn(), self.run_id, now, &snapshots).await {
+        match store::store_batch(self.lock.conn(), &self.ctx.tenant, self.run_id, now, &snapshots).await {
             Ok(outcomes) => self.handle(outcomes, &snapshots).await,
             Err(e) => {
                 self.lock.check().await?;
@@ -1053,6 +1067,7 @@ impl Writer {
                         1 => Err(e.to_string()),
                         _ => store::store_batch(
                             self.lock.conn(),
+                            &self.ctx.tenant,
                             self.run_id,
                             now,
                             std::slice::from_ref(one),

@@ -145,6 +145,7 @@ const RECHECK_SLACK: Duration = Duration::from_secs(60);
 /// fetch, until the date moves or the status changes.
 pub async fn due_customers(
     conn: &mut PgConnection,
+    tenant: &str,
     now: DateTime<Utc>,
     recheck: Duration,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
@@ -157,11 +158,11 @@ pub async fn due_customers(
                    max(m.due_at) FILTER (WHERE NOT m.rechecked) AS refund_due,
                    min(m.due_at) AS first_due
             FROM pcsync.subscriptions s
-            JOIN pcsync.customers c ON c.customer_id = s.customer_id
+            JOIN pcsync.customers c ON c.tenant = s.tenant AND c.customer_id = s.customer_id
             CROSS JOIN LATERAL pcsync.subscription_due_moments(s.commitment_end_date,
                 s.custom_term_end_date, s.billing_cycle_end_date,
                 CASE WHEN s.refundable_quantity > 0 THEN s.refundable_quantity_details END) m
-            WHERE s.removed_at IS NULL AND s.untracked_at IS NULL
+            WHERE s.tenant = $4 AND s.removed_at IS NULL AND s.untracked_at IS NULL
               AND s.status IN ('active', 'suspended')
               AND c.left_list_at IS NULL AND c.access_lost_at IS NULL
               AND m.due_at <= $1 AND m.due_at > $1 - $3::interval
@@ -172,7 +173,7 @@ pub async fn due_customers(
         LEFT JOIN LATERAL (
             SELECT max(r.started_at) AS at
             FROM pcsync.sync_runs r
-            WHERE r.started_at >= due.first_due AND r.started_at <= $1
+            WHERE r.tenant = $4 AND r.started_at >= due.first_due AND r.started_at <= $1
               AND ((r.confirmed_customers IS NULL AND r.kind = 'full'
                     AND r.status IN ('succeeded', 'partial')
                     AND NOT EXISTS (SELECT 1 FROM pcsync.sync_errors e
@@ -187,6 +188,7 @@ pub async fn due_customers(
     .bind(now)
     .bind(recheck)
     .bind(DUE_FOR)
+    .bind(tenant)
     .fetch_all(conn)
     .await?;
     Ok(ids.into_iter().collect())
@@ -195,12 +197,14 @@ pub async fn due_customers(
 /// Customers never synced, and those whose last attempt failed (access not lost).
 pub async fn pending(
     conn: &mut PgConnection,
+    tenant: &str,
 ) -> Result<(HashSet<Uuid>, HashSet<Uuid>), sqlx::Error> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT customer_id, last_status FROM pcsync.customers
-         WHERE left_list_at IS NULL
+         WHERE tenant = $1 AND left_list_at IS NULL
            AND (last_status = 'never' OR (last_status = 'failed' AND access_lost_at IS NULL))",
     )
+    .bind(tenant)
     .fetch_all(conn)
     .await?;
     let mut never = HashSet::new();
@@ -228,14 +232,16 @@ type StoredCustomer = (
 /// left out.
 pub async fn stored_left_out(
     conn: &mut PgConnection,
+    tenant: &str,
     named: &[ListedCustomer],
 ) -> Result<Vec<ListedCustomer>, sqlx::Error> {
     let ids: Vec<Uuid> = named.iter().map(|c| c.id).collect();
     let rows: Vec<StoredCustomer> = sqlx::query_as(
         "SELECT customer_id, mpn_id, company_name, domain, relationship FROM pcsync.customers
-         WHERE left_list_at IS NULL AND NOT (customer_id = ANY ($1))",
+         WHERE tenant = $2 AND left_list_at IS NULL AND NOT (customer_id = ANY ($1))",
     )
     .bind(&ids)
+    .bind(tenant)
     .fetch_all(conn)
     .await?;
     Ok(rows

@@ -512,7 +512,7 @@ impl Resource {
     }
 
     /// The stored rows of the customers `$1`, compared by PostgreSQL with the fetched JSON
-    /// `$2` (`[{customer_id, id, raw}]`): `removed`, `untracked`, `raw_same`, and `old_raw`
+    /// `$2` (`[{customer_id, id, raw}]`), of the tenant `$3`: `removed`, `untracked`, `raw_same`, and `old_raw`
     /// when it differs.
     pub fn stored_rows_sql(&self) -> String {
         format!(
@@ -523,7 +523,7 @@ impl Resource {
              FROM pcsync.{table} t
              LEFT JOIN jsonb_to_recordset($2::jsonb) AS f(customer_id uuid, id text, raw jsonb)
                ON f.customer_id = t.customer_id AND f.id = t.{key}
-             WHERE t.customer_id = ANY($1)",
+             WHERE t.tenant = $3 AND t.customer_id = ANY($1)",
             key = self.key,
             cols = self.columns(Some("t")),
             table = self.table,
@@ -546,7 +546,7 @@ impl Resource {
     }
 
     /// The batch statement's parts for this resource, reading the document's part named after
-    /// the table (`$1 -> 'subscriptions' -> 'up'`, ...): `{table}_up` upserts the records
+    /// the table (`$1 -> 'subscriptions' -> 'up'`, ...), all of the tenant `$4`: `{table}_up` upserts the records
     /// (rewriting `changed_at` only on a change), `{table}_rm` marks the `removed` keys
     /// removed, `{table}_untr` (with a partner column) the `untracked` keys untracked. `$3` is
     /// the batch's time.
@@ -566,8 +566,8 @@ impl Resource {
         };
         let mut sql = format!(
             "{t}_up AS (
-            INSERT INTO pcsync.{t} AS t (customer_id, {key}, {cols}, raw, first_seen_at, changed_at)
-            SELECT u.customer_id, u.id, {u_cols}, u.raw, $3, $3
+            INSERT INTO pcsync.{t} AS t (tenant, customer_id, {key}, {cols}, raw, first_seen_at, changed_at)
+            SELECT $4, u.customer_id, u.id, {u_cols}, u.raw, $3, $3
             FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'up')
                 AS u(customer_id uuid, id text, {record}, raw jsonb)
             ON CONFLICT (tenant, customer_id, {key}) DO UPDATE SET {set}, raw = EXCLUDED.raw,
@@ -580,7 +580,8 @@ impl Resource {
         {t}_rm AS (
             UPDATE pcsync.{t} t SET removed_at = $3::timestamptz, changed_at = $3::timestamptz{clear_untracked}
             FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'removed') AS r(customer_id uuid, id text)
-            WHERE t.customer_id = r.customer_id AND t.{key} = r.id AND t.removed_at IS NULL
+            WHERE t.tenant = $4 AND t.customer_id = r.customer_id AND t.{key} = r.id
+              AND t.removed_at IS NULL
             RETURNING 1
         )",
             t = self.table,
@@ -597,7 +598,7 @@ impl Resource {
         {t}_untr AS (
             UPDATE pcsync.{t} t SET untracked_at = $3::timestamptz, changed_at = $3::timestamptz
             FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'untracked') AS r(customer_id uuid, id text)
-            WHERE t.customer_id = r.customer_id AND t.{key} = r.id
+            WHERE t.tenant = $4 AND t.customer_id = r.customer_id AND t.{key} = r.id
               AND t.removed_at IS NULL AND t.untracked_at IS NULL
             RETURNING 1
         )",
@@ -621,12 +622,13 @@ impl Resource {
         {t}_closed AS (
             UPDATE pcsync.{history} h SET valid_to = $3::timestamptz
             FROM jsonb_to_recordset($1::jsonb -> '{t}' -> 'closing') AS c(customer_id uuid, id text)
-            WHERE h.customer_id = c.customer_id AND h.{key} = c.id AND h.valid_to IS NULL
+            WHERE h.tenant = $4 AND h.customer_id = c.customer_id AND h.{key} = c.id
+              AND h.valid_to IS NULL
             RETURNING 1
         ),
         {t}_opened AS (
-            INSERT INTO pcsync.{history} (customer_id, {key}, valid_from, run_id, {cols})
-            SELECT up.customer_id, up.id, $3, $2, {up_cols}
+            INSERT INTO pcsync.{history} (tenant, customer_id, {key}, valid_from, run_id, {cols})
+            SELECT $4, up.customer_id, up.id, $3, $2, {up_cols}
             FROM {t}_up up
             JOIN jsonb_to_recordset($1::jsonb -> '{t}' -> 'opening') AS o(customer_id uuid, id text)
               ON o.customer_id = up.customer_id AND o.id = up.id

@@ -164,6 +164,7 @@ fn stored_record<R: Described>(row: &PgRow) -> Result<StoredRow<Record<R>>, sqlx
 /// back whole.
 async fn read_stored<R: Described>(
     conn: &mut PgConnection,
+    tenant: &str,
     batch: &[CustomerSnapshot],
     pick: impl Fn(&CustomerSnapshot) -> Option<&Complete<Record<R>>>,
 ) -> Result<HashMap<Uuid, Vec<StoredRow<Record<R>>>>, sqlx::Error> {
@@ -189,6 +190,7 @@ async fn read_stored<R: Described>(
     let rows = sqlx::query(&R::RESOURCE.stored_rows_sql())
         .bind(&with)
         .bind(sqlx::types::Json(&fetched))
+        .bind(tenant)
         .fetch_all(&mut *conn)
         .await?;
     for row in &rows {
@@ -298,9 +300,9 @@ fn write_statement() -> String {
         "WITH {parts},
         ev AS (
             INSERT INTO pcsync.change_events
-                (run_id, customer_id, entity, entity_id, kind, field, old_value, new_value, json_paths,
-                 detected_at)
-            SELECT $2, e.customer_id, e.entity, e.entity_id, e.kind, e.field, e.old, e.new, e.paths, $3
+                (tenant, run_id, customer_id, entity, entity_id, kind, field, old_value, new_value,
+                 json_paths, detected_at)
+            SELECT $4, $2, e.customer_id, e.entity, e.entity_id, e.kind, e.field, e.old, e.new, e.paths, $3
             FROM jsonb_to_recordset($1::jsonb -> 'events')
                 AS e(customer_id uuid, entity text, entity_id text, kind text, field text,
                      old text, new text, paths text[])
@@ -312,7 +314,7 @@ fn write_statement() -> String {
                 last_status = 'succeeded', last_error = NULL, failing_since = NULL,
                 access_lost_at = NULL
             FROM jsonb_to_recordset($1::jsonb -> 'customers') AS a(customer_id uuid, attempt timestamptz)
-            WHERE c.customer_id = a.customer_id AND c.last_status <> 'succeeded'
+            WHERE c.tenant = $4 AND c.customer_id = a.customer_id AND c.last_status <> 'succeeded'
             RETURNING 1
         )
         SELECT ({written})::bigint"
@@ -429,15 +431,16 @@ fn split<E: Entity>(rows: Vec<StoredRow<E>>) -> (Vec<Stored<E>>, HashMap<String,
 /// atomic, and the lock keeps other writers away.
 pub async fn store_batch(
     conn: &mut PgConnection,
+    tenant: &str,
     run_id: Uuid,
     now: DateTime<Utc>,
     batch: &[CustomerSnapshot],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut stored_subs =
-        read_stored::<Subscriptions>(conn, batch, |f| Some(&f.subscriptions)).await?;
+        read_stored::<Subscriptions>(conn, tenant, batch, |f| Some(&f.subscriptions)).await?;
     let mut stored_services =
-        read_stored::<ManagedServices>(conn, batch, |f| f.services.as_ref()).await?;
-    let mut stored_skus = read_stored::<SubscribedSkus>(conn, batch, |f| f.skus.as_ref()).await?;
+        read_stored::<ManagedServices>(conn, tenant, batch, |f| f.services.as_ref()).await?;
+    let mut stored_skus = read_stored::<SubscribedSkus>(conn, tenant, batch, |f| f.skus.as_ref()).await?;
 
     let mut doc = BatchDocument::default();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -518,6 +521,7 @@ pub async fn store_batch(
         .bind(sqlx::types::Json(&doc))
         .bind(run_id)
         .bind(now)
+        .bind(tenant)
         .fetch_one(&mut *conn)
         .await?;
     verdicts.extend(outcomes.into_iter().map(Outcome::Stored));
@@ -575,12 +579,13 @@ pub async fn record_customer_failure(
         "UPDATE pcsync.customers SET last_attempt_at = $2, last_status = 'failed', last_error = $3,
             failing_since = CASE WHEN last_status = 'failed' THEN failing_since ELSE $2 END,
             access_lost_at = CASE WHEN $4 THEN coalesce(access_lost_at, $2) END
-         WHERE customer_id = $1",
+         WHERE tenant = (SELECT tenant FROM pcsync.sync_runs WHERE run_id = $5) AND customer_id = $1",
     )
     .bind(row.customer)
     .bind(attempt_started)
     .bind(row.message)
     .bind(access_lost)
+    .bind(row.run_id)
     .execute(&mut *tx)
     .await?;
     record_error(&mut tx, row).await?;
@@ -590,8 +595,8 @@ pub async fn record_customer_failure(
 /// Writes a row of `sync_errors`.
 pub async fn record_error(conn: &mut PgConnection, row: ErrorRow<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO pcsync.sync_errors (run_id, customer_id, operation, http_status, error_code, request_id, message, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO pcsync.sync_errors (tenant, run_id, customer_id, operation, http_status, error_code, request_id, message, occurred_at)
+         SELECT r.tenant, $1, $2, $3, $4, $5, $6, $7, $8 FROM pcsync.sync_runs r WHERE r.run_id = $1",
     )
     .bind(row.run_id)
     .bind(row.customer)
@@ -611,13 +616,14 @@ pub async fn record_error(conn: &mut PgConnection, row: ErrorRow<'_>) -> Result<
 /// departure: only [`mark_departures`], given a complete list, does that.
 pub async fn upsert_customers(
     conn: &mut PgConnection,
+    tenant: &str,
     source: &str,
     customers: &[ListedCustomer],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO pcsync.customers AS c (customer_id, mpn_id, company_name, domain, relationship, source, first_seen_at)
-         SELECT u.*, $6, $7 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u
+        "INSERT INTO pcsync.customers AS c (tenant, customer_id, mpn_id, company_name, domain, relationship, source, first_seen_at)
+         SELECT $8, u.*, $6, $7 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u
          ON CONFLICT (tenant, customer_id) DO UPDATE SET
             mpn_id = EXCLUDED.mpn_id,
             company_name = COALESCE(EXCLUDED.company_name, c.company_name),
@@ -637,6 +643,7 @@ pub async fn upsert_customers(
     .bind(customers.iter().map(|c| c.relationship.clone()).collect::<Vec<_>>())
     .bind(source)
     .bind(now)
+    .bind(tenant)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -646,16 +653,18 @@ pub async fn upsert_customers(
 /// Only a [`Complete`] list can say who left: an answer of unknown completeness never does.
 pub async fn mark_departures(
     conn: &mut PgConnection,
+    tenant: &str,
     list: &Complete<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE pcsync.customers c SET left_list_at = $2
-         WHERE c.left_list_at IS NULL
+         WHERE c.tenant = $3 AND c.left_list_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM UNNEST($1::uuid[]) AS l(id) WHERE l.id = c.customer_id)",
     )
     .bind(list.iter().copied().collect::<Vec<_>>())
     .bind(now)
+    .bind(tenant)
     .execute(conn)
     .await?
     .rows_affected())

@@ -9,7 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// The one tenant there is until several are configured (issue 20).
+/// The tenant's name when none is configured (`auth.tenant_name`): the one every row of a
+/// database from before several tenants belongs to.
 pub const DEFAULT_TENANT: &str = "default";
 
 /// The partner tenant GUID that `tenant_id` (auth.tenant_id) and the access token name.
@@ -54,18 +55,39 @@ fn base64url(text: &str) -> Option<Vec<u8>> {
 
 /// Why a pass may not sync this tenant.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "partner tenant {name:?} is recorded in this database as {recorded}, but auth.tenant_id ({configured}) resolves to {resolved}: one database name holds one partner tenant's data. Point this pcsync at the database of {resolved}, or fix auth.tenant_id"
-)]
-pub struct TenantMismatch {
-    pub name: String,
-    pub recorded: Uuid,
-    pub configured: String,
-    pub resolved: Uuid,
+pub enum TenantMismatch {
+    #[error(
+        "partner tenant {name:?} is recorded in this database as {recorded}, but auth.tenant_id ({configured}) resolves to {resolved}: one tenant name holds one partner tenant's data. Give this partner tenant a name of its own (auth.tenant_name, or the name of its [[tenants]] entry), or fix auth.tenant_id"
+    )]
+    OtherGuid {
+        name: String,
+        recorded: Uuid,
+        configured: String,
+        resolved: Uuid,
+    },
+    #[error(
+        "partner tenant {resolved} (auth.tenant_id {configured}) is already recorded in this database under the name {other:?}, not {name:?}: one partner tenant has one name, so its rows are never kept twice. Set auth.tenant_name to {other:?}, or fix auth.tenant_id"
+    )]
+    OtherName {
+        name: String,
+        other: String,
+        configured: String,
+        resolved: Uuid,
+    },
 }
 
-/// Records the tenant's GUID (and domain) the first time; refuses a different GUID later.
-/// Writes nothing when the GUID is known and the same, or cannot be resolved.
+/// Makes sure the tenant's row exists (every row of a pass references it by name).
+pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO pcsync.partner_tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records the tenant's GUID (and domain) the first time; refuses a different GUID later, and
+/// a GUID already recorded under another name. Writes nothing when the GUID is known and the
+/// same, or cannot be resolved.
 pub async fn check_or_record(
     conn: &mut PgConnection,
     name: &str,
@@ -81,7 +103,7 @@ pub async fn check_or_record(
             .fetch_optional(&mut *conn)
             .await?;
     match recorded.flatten() {
-        Some(recorded) if recorded != resolved => Ok(Err(TenantMismatch {
+        Some(recorded) if recorded != resolved => Ok(Err(TenantMismatch::OtherGuid {
             name: name.to_string(),
             recorded,
             configured: tenant_id.to_string(),
@@ -89,6 +111,21 @@ pub async fn check_or_record(
         })),
         Some(_) => Ok(Ok(())),
         None => {
+            let other: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM pcsync.partner_tenants WHERE partner_tenant_id = $1 AND name <> $2",
+            )
+            .bind(resolved)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(other) = other {
+                return Ok(Err(TenantMismatch::OtherName {
+                    name: name.to_string(),
+                    other,
+                    configured: tenant_id.to_string(),
+                    resolved,
+                }));
+            }
             let domain = Uuid::parse_str(tenant_id.trim())
                 .is_err()
                 .then(|| tenant_id.trim().to_string());
