@@ -893,7 +893,7 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
         })
         .collect();
     let mut conn = db.pool.acquire().await?;
-    store::upsert_customers(&mut conn, "file", &listed, chrono::Utc::now()).await?;
+    store::upsert_customers(&mut conn, "default", "file", &listed, chrono::Utc::now()).await?;
     let run_id = Uuid::new_v4();
     sqlx::query("INSERT INTO pcsync.sync_runs (run_id, trigger) VALUES ($1, 'benchmark')")
         .bind(run_id)
@@ -902,7 +902,7 @@ async fn write_path(bench: &Bench) -> Result<Vec<Row>> {
     // As the sync's writer does: batches of up to 64 customers, one statement each.
     let started = Instant::now();
     for chunk in data.chunks(64) {
-        store::store_batch(&mut conn, run_id, chrono::Utc::now(), chunk).await?;
+        store::store_batch(&mut conn, "default", run_id, chrono::Utc::now(), chunk).await?;
     }
     drop(conn);
     let ours = started.elapsed().as_secs_f64();

@@ -1,6 +1,7 @@
 //! The command line: `pcsync [--config PATH] <run|migrate|check|...>` and its exit codes.
 
 use std::path::PathBuf;
+use tracing::Instrument;
 
 use clap::{Parser, Subcommand};
 
@@ -297,7 +298,6 @@ pub async fn after_pass(
     metrics: &crate::metrics::Metrics,
     shutdown: &Shutdown,
 ) {
-    use tracing::Instrument;
     metrics.observe(pool, report, settings.clock.now()).await;
     if shutdown.cancel.is_cancelled() {
         return;
@@ -331,7 +331,7 @@ async fn deliver_metrics(settings: &Settings, metrics: &crate::metrics::Metrics)
             .await
         {
             Ok(()) => {
-                tracing::info!(pushgateway = %shown, tenant = metrics.tenant(), "metrics pushed")
+                tracing::info!(pushgateway = %shown, tenants = ?metrics.tenants(), "metrics pushed")
             }
             Err(e) => tracing::error!(error = %e, "the metrics were not pushed"),
         }
@@ -339,9 +339,27 @@ async fn deliver_metrics(settings: &Settings, metrics: &crate::metrics::Metrics)
 }
 
 async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
-    // Said first, and no pass is recorded: nothing could have run.
-    if let Err(e) = ready_to_run(settings) {
-        tracing::error!(error = %e, "pcsync cannot run a pass: fix the configuration");
+    let tenants = settings.tenant_settings();
+    let several = !settings.tenants.is_empty();
+    // Said first, and no pass is recorded: nothing could have run. With several tenants, a
+    // tenant whose settings cannot run is left out (and said so) and the others go on.
+    let mut runnable = Vec::new();
+    for t in tenants {
+        match ready_to_run(&t) {
+            Ok(()) => runnable.push(t),
+            Err(e) if several => tracing::error!(
+                tenant = %t.auth.tenant_name, error = %e,
+                "this tenant cannot run a pass: fix its [[tenants]] entry; the other tenants go on"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "pcsync cannot run a pass: fix the configuration");
+                return Exit::Fatal;
+            }
+        }
+    }
+    let left_out = settings.tenant_settings().len() - runnable.len();
+    if runnable.is_empty() {
+        tracing::error!("no tenant can run a pass: fix the configuration");
         return Exit::Fatal;
     }
     let pool = match db::connect(&settings.database).await {
@@ -356,24 +374,32 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
         return Exit::Fatal;
     }
     let shutdown = Shutdown::listen();
-    let metrics = crate::metrics::Metrics::new(&settings.metrics.tenant);
+    let names: Vec<String> = runnable
+        .iter()
+        .map(|t| t.auth.tenant_name.clone())
+        .collect();
+    let metrics = crate::metrics::Metrics::new(&names);
     if once {
-        return match bounded_pass(settings, &pool, Trigger::Once, choice, &shutdown, &metrics).await
-        {
-            None => signal_exit(shutdown.received()),
-            Some(Ok(report)) => {
-                deliver_metrics(settings, &metrics).await;
-                pass_exit(&report, shutdown.received())
-            }
-            Some(Err(e @ SyncError::AlreadyRunning(_))) => {
-                tracing::error!("{e}");
-                Exit::AlreadyRunning
-            }
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "the pass could not run");
-                Exit::Fatal
-            }
-        };
+        // Every tenant's pass at once, each on its own budget; one failing stops no other.
+        let mut passes = tokio::task::JoinSet::new();
+        for t in runnable {
+            let (pool, shutdown, metrics) = (pool.clone(), shutdown.clone(), metrics.clone());
+            passes.spawn(async move {
+                let span = tracing::info_span!("tenant", tenant = %t.auth.tenant_name);
+                once_for(&t, &pool, choice, &shutdown, &metrics)
+                    .instrument(span)
+                    .await
+            });
+        }
+        let mut exits = Vec::new();
+        while let Some(joined) = passes.join_next().await {
+            exits.push(joined.unwrap_or(Exit::Fatal));
+        }
+        deliver_metrics(settings, &metrics).await;
+        if left_out > 0 {
+            exits.push(Exit::Fatal);
+        }
+        return worst(&exits);
     }
     if let Some(addr) = settings.metrics.listen {
         let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -390,7 +416,11 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
             metrics: metrics.clone(),
             pool: pool.clone(),
             max_age: settings.status.max_age.unwrap_or_else(|| {
-                crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
+                runnable
+                    .iter()
+                    .map(|t| crate::status::default_max_age(&t.sync.schedule, chrono::Utc::now()))
+                    .max()
+                    .unwrap_or_default()
             }),
             clock: settings.clock.clone(),
         };
@@ -402,10 +432,82 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
             }
         });
     }
+    // A loop per tenant, each on its own schedule; they end together at a signal.
+    let mut loops = tokio::task::JoinSet::new();
+    for t in runnable {
+        let (pool, shutdown, metrics) = (pool.clone(), shutdown.clone(), metrics.clone());
+        loops.spawn(async move {
+            let span = tracing::info_span!("tenant", tenant = %t.auth.tenant_name);
+            worker_loop(&t, &pool, &shutdown, &metrics)
+                .instrument(span)
+                .await
+        });
+    }
+    let mut exits = Vec::new();
+    while let Some(joined) = loops.join_next().await {
+        let exit = joined.unwrap_or(Exit::Fatal);
+        if exit != Exit::Ok {
+            // A signal, or a pass that would not stop: the others stop too.
+            shutdown.cancel.cancel();
+        }
+        exits.push(exit);
+    }
+    if shutdown.cancel.is_cancelled() {
+        return signal_exit(shutdown.received());
+    }
+    worst(&exits)
+}
+
+/// The exit of several tenants' passes: the most severe (a failure, then a lock held by
+/// another pass, then a partial pass), a signal before any.
+fn worst(exits: &[Exit]) -> Exit {
+    for wanted in [
+        Exit::Terminated,
+        Exit::Interrupted,
+        Exit::Fatal,
+        Exit::AlreadyRunning,
+        Exit::Partial,
+    ] {
+        if exits.contains(&wanted) {
+            return wanted;
+        }
+    }
+    Exit::Ok
+}
+
+/// `run --once` for one tenant: its pass, its exit.
+async fn once_for(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    choice: PassChoice,
+    shutdown: &Shutdown,
+    metrics: &crate::metrics::Metrics,
+) -> Exit {
+    match bounded_pass(settings, pool, Trigger::Once, choice, shutdown, metrics).await {
+        None => signal_exit(shutdown.received()),
+        Some(Ok(report)) => pass_exit(&report, shutdown.received()),
+        Some(Err(e @ SyncError::AlreadyRunning(_))) => {
+            tracing::error!("{e}");
+            Exit::AlreadyRunning
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the pass could not run");
+            Exit::Fatal
+        }
+    }
+}
+
+/// The worker for one tenant: a pass at each firing of its schedule until a signal.
+async fn worker_loop(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    shutdown: &Shutdown,
+    metrics: &crate::metrics::Metrics,
+) -> Exit {
     loop {
         let now = chrono::Utc::now();
         let Some(next) = settings.sync.schedule.next_after(now) else {
-            tracing::info!(schedule = %settings.sync.schedule, "the schedule fires no more; exiting");
+            tracing::info!(schedule = %settings.sync.schedule, "the schedule fires no more; this tenant's worker ends");
             return Exit::Ok;
         };
         tracing::info!(next = %next.to_rfc3339(), schedule = %settings.sync.schedule,
@@ -419,11 +521,11 @@ async fn run(settings: &Settings, once: bool, choice: PassChoice) -> Exit {
         // pass longer than the interval skips the firings it covered.
         match bounded_pass(
             settings,
-            &pool,
+            pool,
             Trigger::Schedule,
             PassChoice::Auto,
-            &shutdown,
-            &metrics,
+            shutdown,
+            metrics,
         )
         .await
         {

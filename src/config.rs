@@ -103,8 +103,6 @@ pub struct MetricsSettings {
     /// `pcsync run --once` writes its metrics to this file, atomically (node_exporter's
     /// textfile collector reads it).
     pub textfile: Option<std::path::PathBuf>,
-    /// The `tenant` label of every metric.
-    pub tenant: String,
 }
 
 impl fmt::Debug for MetricsSettings {
@@ -116,7 +114,6 @@ impl fmt::Debug for MetricsSettings {
                 &self.pushgateway_url.as_ref().map(|_| "***"),
             )
             .field("textfile", &self.textfile)
-            .field("tenant", &self.tenant)
             .finish()
     }
 }
@@ -629,8 +626,12 @@ impl Settings {
                 tenant: label.clone(),
                 source: Box::new(e),
             };
-            let name = required("name", entry.name.clone(), "the tenant's name, such as \"emea\"")
-                .map_err(in_entry)?;
+            let name = required(
+                "name",
+                entry.name.clone(),
+                "the tenant's name, such as \"emea\"",
+            )
+            .map_err(in_entry)?;
             let merged = tenant_raw(&raw, entry, &name, &sources.env).map_err(in_entry)?;
             let one = validate(merged, database_url_env.cloned()).map_err(in_entry)?;
             if !names.insert(one.auth.tenant_name.clone()) {
@@ -775,7 +776,7 @@ fn tenant_raw(
             _ => {
                 return Err(ConfigError::Load(format!(
                     "{var} is not a per-tenant setting; a tenant may set auth.*, customers.*, partner_center.requests_per_minute and max_concurrency, sync.schedule and full_schedule, notify.webhook_url(_file)"
-                )))
+                )));
             }
         };
         *slot = v;
@@ -982,8 +983,8 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
     };
 
     let a = raw.auth;
-    let tenant_name = non_empty(a.tenant_name)
-        .unwrap_or_else(|| crate::sync::tenant::DEFAULT_TENANT.to_string());
+    let tenant_name =
+        non_empty(a.tenant_name).unwrap_or_else(|| crate::sync::tenant::DEFAULT_TENANT.to_string());
     if !is_tenant_name(&tenant_name) {
         return Err(invalid(
             "auth.tenant_name",
@@ -1247,7 +1248,6 @@ fn validate(raw: RawSettings, database_url_env: Option<String>) -> Result<Settin
         listen,
         pushgateway_url,
         textfile: non_empty(m.textfile).map(|t| std::path::PathBuf::from(t.trim())),
-        tenant: auth.tenant_name.clone(),
     };
 
     Ok(Settings {

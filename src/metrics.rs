@@ -23,7 +23,7 @@ use sqlx::PgPool;
 
 use crate::sync::PassReport;
 
-/// Every metric of one tenant, in one registry.
+/// Every metric of the process's partner tenants, in one registry (`tenant` tells them apart).
 pub struct Metrics {
     registry: Registry,
     passes: IntCounterVec,
@@ -42,9 +42,9 @@ pub struct Metrics {
     last_pass_end: GaugeVec,
     oldest_confirmation_age: GaugeVec,
     activity_read_through: GaugeVec,
-    /// The oldest confirmation, to give its age at each scrape.
-    oldest_confirmed_at: std::sync::Mutex<Option<DateTime<Utc>>>,
-    tenant: String,
+    /// The oldest confirmation per tenant, to give its age at each scrape.
+    oldest_confirmed_at: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
+    tenants: Vec<String>,
 }
 
 /// Why metrics could not be delivered (never fails a pass).
@@ -87,8 +87,8 @@ fn seconds(t: DateTime<Utc>) -> f64 {
 }
 
 impl Metrics {
-    /// The metrics of `tenant` (the `tenant` label), all at zero.
-    pub fn new(tenant: &str) -> Arc<Metrics> {
+    /// The metrics of `tenants` (the `tenant` label), all at zero.
+    pub fn new(tenants: &[String]) -> Arc<Metrics> {
         let r = Registry::new();
         let t = &["tenant"][..];
         let pass_duration = registered(
@@ -197,20 +197,21 @@ impl Metrics {
                 t,
             ),
             registry: r,
-            oldest_confirmed_at: std::sync::Mutex::new(None),
-            tenant: tenant.to_string(),
+            oldest_confirmed_at: std::sync::Mutex::new(std::collections::HashMap::new()),
+            tenants: tenants.to_vec(),
         })
     }
 
-    pub fn tenant(&self) -> &str {
-        &self.tenant
+    /// The tenants these metrics are of.
+    pub fn tenants(&self) -> &[String] {
+        &self.tenants
     }
 
     /// Records a pass, and reads from the database what the metrics say of the copy as a
     /// whole (the pass's change events by kind, the freshness); a database error leaves those
     /// as they were.
     pub async fn observe(&self, pool: &PgPool, report: &PassReport, now: DateTime<Utc>) {
-        let t = self.tenant.as_str();
+        let t = report.tenant.as_str();
         let kind = report.kind.as_str();
         self.passes
             .with_label_values(&[t, kind, report.status.as_str()])
@@ -246,7 +247,7 @@ impl Metrics {
     }
 
     async fn read_copy(&self, pool: &PgPool, report: &PassReport) -> Result<(), sqlx::Error> {
-        let t = self.tenant.as_str();
+        let t = report.tenant.as_str();
         let events: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT entity, kind, count(*) FROM pcsync.change_events WHERE run_id = $1
              GROUP BY entity, kind",
@@ -259,25 +260,34 @@ impl Metrics {
                 .with_label_values(&[t, &entity, &kind])
                 .inc_by(u64::try_from(n).unwrap_or(0));
         }
-        self.refresh(pool).await
+        self.refresh_tenant(pool, t).await
     }
 
-    /// Reads the freshness of the copy (last good pass, oldest confirmation, activity log,
-    /// customers listed and without access).
+    /// Reads the freshness of every tenant's copy.
     pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let t = self.tenant.as_str();
+        for t in &self.tenants {
+            self.refresh_tenant(pool, t).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the freshness of the tenant's copy (last good pass, oldest confirmation, activity
+    /// log, customers listed and without access).
+    async fn refresh_tenant(&self, pool: &PgPool, t: &str) -> Result<(), sqlx::Error> {
         let (last_good, read_through): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
             sqlx::query_as(
                 "SELECT max(finished_at), max(activity_read_through) FROM pcsync.sync_runs
-                 WHERE status IN ('succeeded', 'partial')",
+                 WHERE tenant = $1 AND status IN ('succeeded', 'partial')",
             )
+            .bind(t)
             .fetch_one(pool)
             .await?;
         let (oldest, listed, lost): (Option<DateTime<Utc>>, i64, i64) = sqlx::query_as(
             "SELECT min(last_confirmed_at) FILTER (WHERE NOT access_lost),
                     count(*), count(*) FILTER (WHERE access_lost)
-             FROM pcsync.customer_health WHERE listed",
+             FROM pcsync.customer_health WHERE tenant = $1 AND listed",
         )
+        .bind(t)
         .fetch_one(pool)
         .await?;
         if let Some(at) = last_good {
@@ -291,22 +301,45 @@ impl Metrics {
         self.customers_listed.with_label_values(&[t]).set(listed);
         self.customers_access_lost.with_label_values(&[t]).set(lost);
         if let Ok(mut o) = self.oldest_confirmed_at.lock() {
-            *o = oldest;
+            match oldest {
+                Some(at) => o.insert(t.to_string(), at),
+                None => o.remove(t),
+            };
         }
         Ok(())
     }
 
-    /// The metrics in the text format 0.0.4, ages as of `now`.
+    /// The metrics of every tenant in the text format 0.0.4, ages as of `now`.
     pub fn render(&self, now: DateTime<Utc>) -> Result<String, MetricsError> {
-        let oldest = self.oldest_confirmed_at.lock().ok().and_then(|o| *o);
-        if let Some(at) = oldest {
+        self.render_of(now, None)
+    }
+
+    /// The metrics in the text format 0.0.4, of one tenant or all, ages as of `now`.
+    fn render_of(&self, now: DateTime<Utc>, tenant: Option<&str>) -> Result<String, MetricsError> {
+        let oldest = self
+            .oldest_confirmed_at
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        for (t, at) in oldest {
             self.oldest_confirmation_age
-                .with_label_values(&[self.tenant.as_str()])
+                .with_label_values(&[t.as_str()])
                 .set(((now - at).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0));
+        }
+        let mut families = self.registry.gather();
+        if let Some(tenant) = tenant {
+            for f in &mut families {
+                f.mut_metric().retain(|m| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "tenant" && l.value() == tenant)
+                });
+            }
+            families.retain(|f| !f.get_metric().is_empty());
         }
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .map_err(|e| MetricsError::Encode(e.to_string()))?;
         String::from_utf8(out).map_err(|e| MetricsError::Encode(e.to_string()))
     }
@@ -331,12 +364,26 @@ impl Metrics {
         })
     }
 
-    /// Pushes the metrics to the Pushgateway at `url` under the grouping key job="pcsync",
-    /// tenant (PUT: the group holds this pass's metrics only). Credentials in the URL are sent
-    /// as basic authentication and never shown.
+    /// Pushes each tenant's metrics to the Pushgateway at `url` under the grouping key
+    /// job="pcsync", tenant (PUT: the group holds that tenant's metrics only, so processes of
+    /// other tenants keep theirs). Credentials in the URL are sent as basic authentication and
+    /// never shown.
     pub async fn push(
         &self,
         url: &SecretString,
+        timeout: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), MetricsError> {
+        for t in &self.tenants {
+            self.push_tenant(url, t, timeout, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_tenant(
+        &self,
+        url: &SecretString,
+        tenant: &str,
         timeout: Duration,
         now: DateTime<Utc>,
     ) -> Result<(), MetricsError> {
@@ -354,9 +401,9 @@ impl Metrics {
         let target = format!(
             "{}/metrics/job/pcsync/tenant/{}",
             base.as_str().trim_end_matches('/'),
-            percent(&self.tenant)
+            percent(tenant)
         );
-        let body = self.render(now)?;
+        let body = self.render_of(now, Some(tenant))?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -440,7 +487,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_guidelines_and_the_url_never_shows_its_credentials() {
-        let m = Metrics::new("default");
+        let m = Metrics::new(&["default".to_string()]);
         let text = m.render(Utc::now()).expect("renders");
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let mut parts = line.split_whitespace().skip(2);

@@ -35,9 +35,48 @@ pub const SIM_REFRESH_TOKEN: &str = "sim-refresh-token-initial";
 /// The audience Partner Center's tokens must carry.
 pub const PARTNER_CENTER_RESOURCE: &str = "https://api.partnercenter.microsoft.com";
 
+/// The partner tenant a simulator is, with the app and secrets it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimTenant {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+}
+
+impl Default for SimTenant {
+    fn default() -> Self {
+        SimTenant {
+            tenant_id: SIM_TENANT_ID.into(),
+            client_id: SIM_CLIENT_ID.into(),
+            client_secret: SIM_CLIENT_SECRET.into(),
+            refresh_token: SIM_REFRESH_TOKEN.into(),
+        }
+    }
+}
+
+impl SimTenant {
+    /// Partner tenant `n` of a simulator serving several: 0 is the default one, the others
+    /// have GUIDs, an app and secrets of their own.
+    pub fn numbered(n: u32) -> SimTenant {
+        if n == 0 {
+            return SimTenant::default();
+        }
+        let guid = |purpose: u64| Rng::derive(0x7465_6e61_6e74, purpose, u64::from(n)).uuid();
+        SimTenant {
+            tenant_id: guid(1).to_string(),
+            client_id: guid(2).to_string(),
+            client_secret: format!("sim-client-secret-{n}"),
+            refresh_token: format!("sim-refresh-token-initial-{n}"),
+        }
+    }
+}
+
 /// Everything about a simulated Partner Center.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// The partner tenant (see [`Simulator::start_tenants`] for several on one server).
+    pub tenant: SimTenant,
     pub seed: u64,
     /// Generated customers (the seed customer among them), at most 100,000 by design.
     pub customers: u32,
@@ -59,6 +98,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
+            tenant: SimTenant::default(),
             seed: 1,
             customers: 200,
             subscriptions_per_customer: 10,
@@ -388,7 +428,7 @@ impl State {
                 number,
                 self.config.clock.now(),
                 name,
-                SIM_TENANT_ID,
+                &self.config.tenant.tenant_id,
             ) {
                 audit.push(r);
             }
@@ -785,7 +825,7 @@ impl State {
         let now = Instant::now();
         let mut refresh = HashMap::new();
         refresh.insert(
-            SIM_REFRESH_TOKEN.to_string(),
+            config.tenant.refresh_token.clone(),
             RefreshToken {
                 expires: now + config.refresh_token_lifetime,
                 revoked: false,
@@ -811,11 +851,23 @@ impl State {
     }
 }
 
-/// A running simulator. Dropping it stops the server.
+/// A running simulator: one partner tenant's view of the server. Dropping the last view of a
+/// server stops it.
 pub struct Simulator {
     state: Arc<State>,
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    /// Held, not read: the server runs while a view of it does.
+    _server: Arc<ServerTask>,
+}
+
+/// Stops the server when the last [`Simulator`] of it goes.
+struct ServerTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        // Not graceful on purpose: a `hang` fault may hold a response for minutes.
+        self.0.abort();
+    }
 }
 
 impl Simulator {
@@ -835,7 +887,41 @@ impl Simulator {
                 tracing::error!(error = %e, "simulator stopped");
             }
         });
-        Ok(Simulator { state, addr, task })
+        Ok(Simulator {
+            state,
+            addr,
+            _server: Arc::new(ServerTask(task)),
+        })
+    }
+
+    /// One server, as Partner Center is, for several partner tenants: each config is a tenant
+    /// with its own customers, tokens, activity log and budget (give each its own
+    /// [`SimTenant`]; two seeds share the seed customer). The token endpoints answer by the
+    /// tenant in their path, the API by the tenant whose access token a request carries.
+    pub async fn start_tenants(
+        configs: Vec<SimConfig>,
+        port: u16,
+    ) -> std::io::Result<Vec<Simulator>> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let states: Vec<Arc<State>> = configs
+            .into_iter()
+            .map(|c| Arc::new(State::new(c)))
+            .collect();
+        let app = server::tenants_router(states.clone());
+        let task = Arc::new(ServerTask(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        })));
+        Ok(states
+            .into_iter()
+            .map(|state| Simulator {
+                state,
+                addr,
+                _server: task.clone(),
+            })
+            .collect())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -855,18 +941,32 @@ impl Simulator {
     /// Settings for pcsync as `PCSYNC__...` environment variables (secrets included: these are
     /// the simulator's own, worthless outside it).
     pub fn env_vars(&self) -> Vec<(String, String)> {
-        vec![
+        let mut vars = vec![
             ("PCSYNC__PARTNER_CENTER__BASE_URL".into(), self.base_url()),
             ("PCSYNC__AUTH__AUTHORITY".into(), self.authority()),
-            ("PCSYNC__AUTH__TENANT_ID".into(), SIM_TENANT_ID.into()),
-            ("PCSYNC__AUTH__CLIENT_ID".into(), SIM_CLIENT_ID.into()),
+        ];
+        vars.extend(self.credential_vars("PCSYNC__"));
+        vars
+    }
+
+    /// This tenant's credentials as the variables of a `[[tenants]]` entry named `name`
+    /// (`PCSYNC_TENANT_<NAME>__AUTH__…`).
+    pub fn tenant_env_vars(&self, name: &str) -> Vec<(String, String)> {
+        self.credential_vars(&crate::config::tenant_env_prefix(name))
+    }
+
+    fn credential_vars(&self, prefix: &str) -> Vec<(String, String)> {
+        let t = &self.state.config.tenant;
+        vec![
+            (format!("{prefix}AUTH__TENANT_ID"), t.tenant_id.clone()),
+            (format!("{prefix}AUTH__CLIENT_ID"), t.client_id.clone()),
             (
-                "PCSYNC__AUTH__CLIENT_SECRET".into(),
-                SIM_CLIENT_SECRET.into(),
+                format!("{prefix}AUTH__CLIENT_SECRET"),
+                t.client_secret.clone(),
             ),
             (
-                "PCSYNC__AUTH__REFRESH_TOKEN".into(),
-                SIM_REFRESH_TOKEN.into(),
+                format!("{prefix}AUTH__REFRESH_TOKEN"),
+                t.refresh_token.clone(),
             ),
         ]
     }
@@ -971,13 +1071,6 @@ impl Simulator {
         for t in lock(&self.state.auth).refresh.values_mut() {
             t.expires = now;
         }
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        // Not graceful on purpose: a `hang` fault may hold a response for minutes.
-        self.task.abort();
     }
 }
 

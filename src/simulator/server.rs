@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::data::{Parts, Rng};
 use super::{
-    Endpoint, FaultKind, Knobs, PARTNER_CENTER_RESOURCE, RefreshToken, SIM_CLIENT_ID,
-    SIM_CLIENT_SECRET, SIM_TENANT_ID, State, Token, limiter_for, lock,
+    Endpoint, FaultKind, Knobs, PARTNER_CENTER_RESOURCE, RefreshToken, State, Token, limiter_for,
+    lock,
 };
 use crate::config::is_mpn_id;
 
@@ -43,6 +43,45 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/_sim/knobs", get(get_knobs).put(put_knobs))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Several partner tenants behind one address: a request goes to the router of the tenant its
+/// token endpoint path names, or whose access token it carries; anything else (no token, an
+/// unknown one, `/_sim/…`) to the first tenant, which answers as it would alone.
+pub(crate) fn tenants_router(states: Vec<Shared>) -> Router {
+    let routers: Arc<Vec<(Shared, Router)>> =
+        Arc::new(states.into_iter().map(|s| (s.clone(), router(s))).collect());
+    Router::new().fallback(move |req: axum::extract::Request| {
+        let routers = routers.clone();
+        async move {
+            let path_tenant = req
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .split_once('/')
+                .filter(|(_, rest)| rest.starts_with("oauth2/"))
+                .map(|(t, _)| t.to_string());
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string);
+            let pick = routers
+                .iter()
+                .position(|(s, _)| match (&path_tenant, &bearer) {
+                    (Some(t), _) => s.config.tenant.tenant_id == *t,
+                    (None, Some(b)) => lock(&s.auth).access.contains_key(b),
+                    (None, None) => false,
+                })
+                .unwrap_or(0);
+            let mut chosen = routers[pick].1.clone();
+            match tower_service::Service::call(&mut chosen, req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    })
 }
 
 pub(crate) fn set_knobs(state: &State, knobs: Knobs) {
@@ -183,7 +222,8 @@ fn token_inner(
         );
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-    if tenant != SIM_TENANT_ID {
+    let me = &state.config.tenant;
+    if tenant != me.tenant_id {
         return entra_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -191,7 +231,7 @@ fn token_inner(
             &format!("Tenant '{tenant}' not found."),
         );
     }
-    if field("client_id") != SIM_CLIENT_ID {
+    if field("client_id") != me.client_id {
         return entra_error(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -199,7 +239,7 @@ fn token_inner(
             "Application with identifier was not found in the directory.",
         );
     }
-    if field("client_secret") != SIM_CLIENT_SECRET {
+    if field("client_secret") != me.client_secret {
         return entra_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",

@@ -104,6 +104,8 @@ impl RunStatus {
 /// What a pass did.
 #[derive(Debug, Clone)]
 pub struct PassReport {
+    /// The partner tenant the pass synced (`auth.tenant_name`).
+    pub tenant: String,
     pub run_id: Uuid,
     pub status: RunStatus,
     pub customers_total: u64,
@@ -200,6 +202,7 @@ pub async fn run_pass(
         .await?;
     let span = tracing::info_span!("sync", %run_id);
     let mut report = PassReport {
+        tenant: tenant.to_string(),
         run_id,
         status: RunStatus::Succeeded,
         customers_total: 0,
@@ -922,7 +925,8 @@ async fn choose_customers(
     }
     report.kind = kind;
     if kind == PassKind::Incremental || !left_out.is_empty() {
-        signals.due = plan::due_customers(lock.conn(), tenant, now, settings.sync.due_recheck).await?;
+        signals.due =
+            plan::due_customers(lock.conn(), tenant, now, settings.sync.due_recheck).await?;
         (signals.never, signals.failing) = plan::pending(lock.conn(), tenant).await?;
     }
     let listed_count = listed.len();
@@ -1055,7 +1059,15 @@ impl Writer {
             return Ok(());
         }
         let now = self.ctx.clock.now();
-        match store::store_batch(self.lock.conn(), &self.ctx.tenant, self.run_id, now, &snapshots).await {
+        match store::store_batch(
+            self.lock.conn(),
+            &self.ctx.tenant,
+            self.run_id,
+            now,
+            &snapshots,
+        )
+        .await
+        {
             Ok(outcomes) => self.handle(outcomes, &snapshots).await,
             Err(e) => {
                 self.lock.check().await?;

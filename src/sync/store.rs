@@ -440,7 +440,8 @@ pub async fn store_batch(
         read_stored::<Subscriptions>(conn, tenant, batch, |f| Some(&f.subscriptions)).await?;
     let mut stored_services =
         read_stored::<ManagedServices>(conn, tenant, batch, |f| f.services.as_ref()).await?;
-    let mut stored_skus = read_stored::<SubscribedSkus>(conn, tenant, batch, |f| f.skus.as_ref()).await?;
+    let mut stored_skus =
+        read_stored::<SubscribedSkus>(conn, tenant, batch, |f| f.skus.as_ref()).await?;
 
     let mut doc = BatchDocument::default();
     let mut outcomes = Vec::with_capacity(batch.len());

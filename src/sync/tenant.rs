@@ -78,10 +78,12 @@ pub enum TenantMismatch {
 
 /// Makes sure the tenant's row exists (every row of a pass references it by name).
 pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO pcsync.partner_tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO pcsync.partner_tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
