@@ -1294,7 +1294,7 @@ async fn a_day(server: &PgServer, customers: u32) -> Result<Row> {
     // per-customer rows).
     let status_started = Instant::now();
     let status =
-        pcsync::status::read(&db.pool, std::time::Duration::from_secs(7200), &clock).await?;
+        pcsync::status::read(&db.pool, std::time::Duration::from_secs(7200), &clock, None).await?;
     let status_ms = status_started.elapsed().as_secs_f64() * 1000.0;
     let full = full_pass_requests.unwrap_or(0);
     let ratio = requests as f64 / full.max(1) as f64;

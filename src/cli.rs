@@ -51,6 +51,10 @@ pub enum Command {
         /// JSON for scripts instead of tables.
         #[arg(long)]
         json: bool,
+        /// Judge one partner tenant (its `auth.tenant_name`); default: every tenant with a
+        /// pass, the worst state of theirs.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
     },
     /// Write a self-contained HTML report (opens offline): licenses over time, changes per day,
     /// largest customers, renewal calendar, pass health.
@@ -58,6 +62,10 @@ pub enum Command {
         /// Where to write it.
         #[arg(long, default_value = "report.html")]
         out: PathBuf,
+        /// One partner tenant's report (its `auth.tenant_name`); default: every tenant, with
+        /// a section per tenant.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
     },
     /// Try pcsync with no account: a simulated Partner Center, two passes, a report.
     #[cfg(feature = "simulator")]
@@ -170,19 +178,19 @@ async fn dispatch(cli: Cli) -> Exit {
             };
             migrate(&settings).await
         }
-        Command::Report { out } => {
+        Command::Report { out, tenant } => {
             let Some(settings) = load(&sources) else {
                 return Exit::Fatal;
             };
-            report(&settings, &out).await
+            report(&settings, &out, tenant.as_deref()).await
         }
-        Command::Status { json } => {
+        Command::Status { json, tenant } => {
             let Some(settings) = load(&sources) else {
                 // A monitoring system reads 3 as "cannot tell".
                 println!("PCSYNC UNKNOWN - the configuration is invalid (see the error above)");
                 return Exit::Plugin(crate::status::State::Unknown);
             };
-            status(&settings, json).await
+            status(&settings, json, tenant.as_deref()).await
         }
         Command::Run {
             once,
@@ -545,7 +553,7 @@ async fn worker_loop(
 }
 
 /// `pcsync report --out PATH`: read-only; 0 when written.
-async fn report(settings: &Settings, out: &std::path::Path) -> Exit {
+async fn report(settings: &Settings, out: &std::path::Path, tenant: Option<&str>) -> Exit {
     let pool = match db::connect_existing(&settings.database).await {
         Ok(p) => p,
         Err(e) => {
@@ -557,7 +565,21 @@ async fn report(settings: &Settings, out: &std::path::Path) -> Exit {
         eprintln!("pcsync report: the database has no current pcsync schema: run a pass first");
         return Exit::Fatal;
     }
-    match crate::report::read(&pool, &settings.clock).await {
+    if let Some(name) = tenant {
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pcsync.partner_tenants ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+        if !known.iter().any(|k| k == name) {
+            eprintln!(
+                "pcsync report: no partner tenant named {name:?} in this database; its tenants: {}",
+                known.join(", ")
+            );
+            return Exit::Fatal;
+        }
+    }
+    match crate::report::read(&pool, &settings.clock, tenant).await {
         Ok(data) => match std::fs::write(out, crate::report::render(&data)) {
             Ok(()) => {
                 println!("report written to {}", out.display());
@@ -577,7 +599,7 @@ async fn report(settings: &Settings, out: &std::path::Path) -> Exit {
 
 /// `pcsync status`, as a monitoring plugin: the process exits with the state's code (0 OK,
 /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN) whatever went wrong reading it.
-async fn status(settings: &Settings, json: bool) -> Exit {
+async fn status(settings: &Settings, json: bool, tenant: Option<&str>) -> Exit {
     use crate::status::{State, unknown_line};
     let unknown = |why: String| {
         if json {
@@ -601,10 +623,32 @@ async fn status(settings: &Settings, json: bool) -> Exit {
             settings.database.redacted_url()
         ));
     }
+    if let Some(name) = tenant {
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pcsync.partner_tenants ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+        if !known.iter().any(|k| k == name) {
+            return unknown(format!(
+                "no partner tenant named {name:?} in this database; its tenants: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    // The schedule of the tenant asked about, or the slowest of them all.
     let max_age = settings.status.max_age.unwrap_or_else(|| {
-        crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
+        settings
+            .tenant_settings()
+            .iter()
+            .filter(|t| tenant.is_none_or(|n| t.auth.tenant_name == n))
+            .map(|t| crate::status::default_max_age(&t.sync.schedule, chrono::Utc::now()))
+            .max()
+            .unwrap_or_else(|| {
+                crate::status::default_max_age(&settings.sync.schedule, chrono::Utc::now())
+            })
     });
-    let status = match crate::status::read(&pool, max_age, &settings.clock).await {
+    let status = match crate::status::read(&pool, max_age, &settings.clock, tenant).await {
         Ok(s) => s,
         Err(e) => return unknown(format!("cannot read the status: {e}")),
     };

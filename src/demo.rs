@@ -227,7 +227,7 @@ async fn demo(customers: u32) -> anyhow::Result<Exit> {
         );
     }
     let report_path = std::env::temp_dir().join("pcsync-demo-report.html");
-    match crate::report::read(&pool, &settings.clock).await {
+    match crate::report::read(&pool, &settings.clock, None).await {
         Ok(data) => match std::fs::write(&report_path, crate::report::render(&data)) {
             Ok(()) => {
                 println!();

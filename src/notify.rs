@@ -98,6 +98,9 @@ const WINDOW_HOURS: f64 = 24.0;
 pub struct Notification {
     /// A plain-text summary, shown by Slack and Teams incoming webhooks.
     pub text: String,
+    /// The partner tenant whose pass this is (`auth.tenant_name`); the text names it too unless
+    /// it is `default`.
+    pub tenant: String,
     pub run_id: Uuid,
     pub pass_kind: &'static str,
     pub status: &'static str,
@@ -144,18 +147,19 @@ pub async fn build(
              CROSS JOIN LATERAL (
                  SELECT min(th) AS threshold_days FROM unnest($1::int[]) AS th WHERE u.days_left <= th
              ) t
-             WHERE NOT u.auto_renews AND t.threshold_days IS NOT NULL
+             WHERE u.tenant = $3 AND NOT u.auto_renews AND t.threshold_days IS NOT NULL
                -- Renewal decisions speak for terms longer than a month.
                AND NOT ($2 AND coalesce(pcsync.term_months(u.term_duration), 0) > 1)
                AND NOT EXISTS (
                    SELECT 1 FROM pcsync.renewal_announcements a
-                   WHERE a.kind = 'ending'
+                   WHERE a.kind = 'ending' AND a.tenant = u.tenant
                      AND a.customer_id = u.customer_id AND a.subscription_id = u.subscription_id
                      AND a.ends_on = u.ends_on AND a.threshold_days = t.threshold_days)
              ORDER BY u.ends_on, u.company_name",
         )
         .bind(thresholds(settings.renewal_days))
         .bind(settings.decision_days > 0)
+        .bind(&report.tenant)
         .fetch_all(&mut *tx)
         .await?
     };
@@ -167,29 +171,31 @@ pub async fn build(
                     d.term_duration, d.ends_on, d.days_left, d.decision, d.licenses,
                     d.licenses_next_term, d.unassigned_seats, $1::int AS threshold_days
              FROM pcsync.renewal_decisions d
-             WHERE d.days_left <= $1
+             WHERE d.tenant = $2 AND d.days_left <= $1
                AND NOT EXISTS (
                    SELECT 1 FROM pcsync.renewal_announcements a
-                   WHERE a.kind = 'decision'
+                   WHERE a.kind = 'decision' AND a.tenant = d.tenant
                      AND a.customer_id = d.customer_id AND a.subscription_id = d.subscription_id
                      AND a.ends_on = d.ends_on AND a.threshold_days = $1)
              ORDER BY d.ends_on, d.company_name",
         )
         .bind(i32::try_from(settings.decision_days).unwrap_or(90))
+        .bind(&report.tenant)
         .fetch_all(&mut *tx)
         .await?;
         let windows: Vec<WindowLine> = sqlx::query_as(
             "SELECT w.customer_id, w.company_name, w.subscription_id, w.offer_name,
                     w.refundable_quantity, w.allowed_until, w.hours_left::float8 AS hours_left
              FROM pcsync.cancellation_windows w
-             WHERE w.hours_left <= $1
+             WHERE w.tenant = $2 AND w.hours_left <= $1
                AND NOT EXISTS (
                    SELECT 1 FROM pcsync.cancellation_window_announcements a
-                   WHERE a.customer_id = w.customer_id AND a.subscription_id = w.subscription_id
+                   WHERE a.tenant = w.tenant AND a.customer_id = w.customer_id AND a.subscription_id = w.subscription_id
                      AND a.allowed_until = w.allowed_until)
              ORDER BY w.allowed_until, w.company_name",
         )
         .bind(WINDOW_HOURS)
+        .bind(&report.tenant)
         .fetch_all(&mut *tx)
         .await?;
         (decisions, windows)
@@ -218,12 +224,16 @@ pub async fn build(
         })
         .collect();
     let mut text = summary(&changes, &ending, settings.renewal_days);
+    if report.tenant != crate::sync::tenant::DEFAULT_TENANT {
+        text = text.replacen("pcsync: ", &format!("pcsync [{}]: ", report.tenant), 1);
+    }
     text.push_str(&decisions_summary(
         &renewal_decisions,
         &cancellation_windows,
     ));
     Ok(Some(Notification {
         text,
+        tenant: report.tenant.clone(),
         run_id: report.run_id,
         pass_kind: report.kind.as_str(),
         status: report.status.as_str(),
@@ -373,8 +383,9 @@ async fn announced(
         }
         sqlx::query(
             "INSERT INTO pcsync.renewal_announcements
-                 (customer_id, subscription_id, ends_on, threshold_days, kind, announced_at, run_id)
-             SELECT u.*, $5, $6, $7 FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::int[]) AS u
+                 (customer_id, subscription_id, ends_on, threshold_days, kind, announced_at, run_id,
+                  tenant)
+             SELECT u.*, $5, $6, $7, $8 FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::int[]) AS u
              ON CONFLICT DO NOTHING",
         )
         .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
@@ -384,6 +395,7 @@ async fn announced(
         .bind(kind)
         .bind(now)
         .bind(notification.run_id)
+        .bind(&notification.tenant)
         .execute(&mut *tx)
         .await?;
     }
@@ -391,8 +403,8 @@ async fn announced(
     if !w.is_empty() {
         sqlx::query(
             "INSERT INTO pcsync.cancellation_window_announcements
-                 (customer_id, subscription_id, allowed_until, announced_at, run_id)
-             SELECT u.*, $4, $5 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u
+                 (customer_id, subscription_id, allowed_until, announced_at, run_id, tenant)
+             SELECT u.*, $4, $5, $6 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u
              ON CONFLICT DO NOTHING",
         )
         .bind(w.iter().map(|x| x.customer_id).collect::<Vec<_>>())
@@ -404,6 +416,7 @@ async fn announced(
         .bind(w.iter().map(|x| x.allowed_until).collect::<Vec<_>>())
         .bind(now)
         .bind(notification.run_id)
+        .bind(&notification.tenant)
         .execute(&mut *tx)
         .await?;
     }

@@ -11,10 +11,25 @@ use sqlx::PgPool;
 
 use crate::status::RunLine;
 
+/// One partner tenant's line of the report's tenant section.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    pub tenant: String,
+    pub customers: i64,
+    pub subscriptions: i64,
+    pub licenses: i64,
+    pub failing: i64,
+    pub last_good_pass: Option<DateTime<Utc>>,
+}
+
 /// Everything the report shows.
 #[derive(Debug, Default)]
 pub struct ReportData {
     pub generated_at: DateTime<Utc>,
+    /// The partner tenant the report is of (`--tenant`), or `None` for all of them.
+    pub tenant: Option<String>,
+    /// Each partner tenant's figures (a customer of two tenants counts under each).
+    pub tenants: Vec<TenantRow>,
     pub customers: i64,
     pub subscriptions: i64,
     pub licenses: i64,
@@ -47,6 +62,7 @@ pub struct ReportData {
 /// A row of `renewal_decisions`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DecisionRow {
+    pub tenant: String,
     pub company_name: Option<String>,
     pub offer_name: Option<String>,
     pub term_duration: Option<String>,
@@ -71,6 +87,7 @@ pub struct UnassignedRow {
 /// A row of `cancellation_windows`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WindowRow {
+    pub tenant: String,
     pub company_name: Option<String>,
     pub offer_name: Option<String>,
     pub refundable_quantity: Option<i64>,
@@ -81,114 +98,170 @@ pub struct WindowRow {
 /// The most rows the report's tables show.
 const TABLE_ROWS: i64 = 50;
 
-/// Reads the report's numbers from the views.
-pub async fn read(pool: &PgPool, clock: &crate::clock::Clock) -> Result<ReportData, sqlx::Error> {
+/// Reads the report's numbers from the views: of one partner tenant, or of all (`None`).
+/// Across tenants a customer of two counts under each, and its licence usage once.
+pub async fn read(
+    pool: &PgPool,
+    clock: &crate::clock::Clock,
+    tenant: Option<&str>,
+) -> Result<ReportData, sqlx::Error> {
     let mut tx = pool.begin().await?;
     crate::clock::set_for_transaction(&mut tx, clock).await?;
-    let (customers, subscriptions, licenses): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(DISTINCT customer_id), coalesce(sum(subscriptions), 0)::bigint,
-                coalesce(sum(licenses), 0)::bigint
-         FROM pcsync.license_totals",
+    // Every query takes the tenant (NULL: all tenants).
+    let tenants: Vec<TenantRow> = sqlx::query_as(
+        "SELECT p.name AS tenant,
+                (SELECT count(*) FROM pcsync.customer_health h
+                  WHERE h.tenant = p.name AND h.listed) AS customers,
+                coalesce((SELECT sum(subscriptions) FROM pcsync.license_totals t
+                  WHERE t.tenant = p.name), 0)::bigint AS subscriptions,
+                coalesce((SELECT sum(licenses) FROM pcsync.license_totals t
+                  WHERE t.tenant = p.name), 0)::bigint AS licenses,
+                (SELECT count(*) FROM pcsync.customer_health h
+                  WHERE h.tenant = p.name AND h.listed AND h.status = 'failed') AS failing,
+                (SELECT max(finished_at) FROM pcsync.sync_runs r
+                  WHERE r.tenant = p.name AND r.status IN ('succeeded', 'partial')) AS last_good_pass
+         FROM pcsync.partner_tenants p
+         WHERE ($1::text IS NULL OR p.name = $1)
+           AND EXISTS (SELECT 1 FROM pcsync.sync_runs r WHERE r.tenant = p.name)
+         ORDER BY p.name",
     )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (customers, subscriptions, licenses): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT (tenant, customer_id)), coalesce(sum(subscriptions), 0)::bigint,
+                coalesce(sum(licenses), 0)::bigint
+         FROM pcsync.license_totals WHERE ($1::text IS NULL OR tenant = $1)",
+    )
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     let failing_customers: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pcsync.customer_health WHERE listed AND status = 'failed'",
+        "SELECT count(*) FROM pcsync.customer_health
+         WHERE ($1::text IS NULL OR tenant = $1) AND listed AND status = 'failed'",
     )
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     let licenses_by_day = sqlx::query_as(
         "WITH top AS (
-             SELECT offer_name FROM pcsync.license_totals WHERE offer_name IS NOT NULL
+             SELECT offer_name FROM pcsync.license_totals
+             WHERE offer_name IS NOT NULL AND ($1::text IS NULL OR tenant = $1)
              GROUP BY offer_name ORDER BY sum(licenses) DESC LIMIT 6
          )
          SELECT d::date, l.offer_name, sum(l.licenses)::bigint
          FROM generate_series(pcsync.clock_now()::date - 29, pcsync.clock_now()::date, interval '1 day') AS d
          CROSS JOIN LATERAL pcsync.license_counts_at(least(d + interval '1 day', pcsync.clock_now())) AS l
-         WHERE l.offer_name IN (SELECT offer_name FROM top)
+         WHERE l.offer_name IN (SELECT offer_name FROM top) AND ($1::text IS NULL OR l.tenant = $1)
          GROUP BY 1, 2 ORDER BY 1, 2",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     // A customer's first load adds every object it owns: not a day of changes. Its additions
     // (the added events of the first pass that wrote any event for the customer) are counted
     // apart.
     let first_load = "WITH first AS (
-             SELECT DISTINCT ON (customer_id) customer_id, run_id
-             FROM pcsync.change_events ORDER BY customer_id, detected_at, event_id
+             SELECT DISTINCT ON (tenant, customer_id) tenant, customer_id, run_id
+             FROM pcsync.change_events WHERE ($1::text IS NULL OR tenant = $1)
+             ORDER BY tenant, customer_id, detected_at, event_id
          ), recent AS (
              SELECT e.detected_at, e.kind,
                     (e.kind = 'added' AND f.run_id IS NOT NULL) AS first_load
              FROM pcsync.change_events e
-             LEFT JOIN first f ON f.customer_id = e.customer_id AND f.run_id = e.run_id
+             LEFT JOIN first f
+                    ON f.tenant = e.tenant AND f.customer_id = e.customer_id AND f.run_id = e.run_id
              WHERE e.detected_at >= pcsync.clock_now()::date - 29
+               AND ($1::text IS NULL OR e.tenant = $1)
          )";
     let changes_by_day = sqlx::query_as(&format!(
         "{first_load}
          SELECT detected_at::date, kind, count(*) FROM recent WHERE NOT first_load
          GROUP BY 1, 2 ORDER BY 1, 2"
     ))
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let first_load_additions: i64 = sqlx::query_scalar(&format!(
         "{first_load} SELECT count(*) FROM recent WHERE first_load"
     ))
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     let decisions_by_week = sqlx::query_as(
         "SELECT date_trunc('week', ends_on)::date, decision, coalesce(sum(licenses), 0)::bigint
-         FROM pcsync.renewal_decisions GROUP BY 1, 2 ORDER BY 1, 2",
+         FROM pcsync.renewal_decisions WHERE ($1::text IS NULL OR tenant = $1)
+         GROUP BY 1, 2 ORDER BY 1, 2",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let decisions = sqlx::query_as(
-        "SELECT company_name, offer_name, term_duration, ends_on, days_left, decision, licenses,
-                licenses_next_term
-         FROM pcsync.renewal_decisions ORDER BY ends_on, company_name, offer_name LIMIT $1",
+        "SELECT tenant, company_name, offer_name, term_duration, ends_on, days_left, decision,
+                licenses, licenses_next_term
+         FROM pcsync.renewal_decisions WHERE ($2::text IS NULL OR tenant = $2)
+         ORDER BY ends_on, company_name, offer_name, tenant LIMIT $1",
     )
     .bind(TABLE_ROWS)
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let unassigned_by_customer = sqlx::query_as(
         "SELECT coalesce(company_name, customer_id::text), sum(unassigned_beyond_spare)::bigint
-         FROM pcsync.unassigned_seats GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+         FROM pcsync.unassigned_seats
+         WHERE CASE WHEN $1::text IS NULL THEN usage_counted ELSE tenant = $1 END
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let unassigned = sqlx::query_as(
         "SELECT company_name, sku_name, sku_part_number, active_units, consumed_units,
                 unassigned_beyond_spare
          FROM pcsync.unassigned_seats
+         WHERE CASE WHEN $2::text IS NULL THEN usage_counted ELSE tenant = $2 END
          ORDER BY unassigned_beyond_spare DESC, company_name, sku_part_number LIMIT $1",
     )
     .bind(TABLE_ROWS)
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let windows = sqlx::query_as(
-        "SELECT company_name, offer_name, refundable_quantity, allowed_until,
+        "SELECT tenant, company_name, offer_name, refundable_quantity, allowed_until,
                 hours_left::float8 AS hours_left
-         FROM pcsync.cancellation_windows ORDER BY allowed_until, company_name LIMIT $1",
+         FROM pcsync.cancellation_windows WHERE ($2::text IS NULL OR tenant = $2)
+         ORDER BY allowed_until, company_name, tenant LIMIT $1",
     )
     .bind(TABLE_ROWS)
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let largest_customers = sqlx::query_as(
-        "SELECT coalesce(company_name, customer_id::text), sum(licenses)::bigint
-         FROM pcsync.license_totals GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+        "SELECT coalesce(company_name, customer_id::text)
+                    || CASE WHEN $1::text IS NULL AND (SELECT count(DISTINCT tenant) FROM pcsync.sync_runs) > 1
+                            THEN ' (' || tenant || ')' ELSE '' END,
+                sum(licenses)::bigint
+         FROM pcsync.license_totals WHERE ($1::text IS NULL OR tenant = $1)
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let renewals = sqlx::query_as(
         "SELECT date_trunc('week', ends_on)::date, auto_renews, count(*),
                 coalesce(sum(quantity), 0)::bigint
-         FROM pcsync.upcoming_renewals WHERE days_left <= 90 GROUP BY 1, 2 ORDER BY 1, 2",
+         FROM pcsync.upcoming_renewals WHERE days_left <= 90 AND ($1::text IS NULL OR tenant = $1)
+         GROUP BY 1, 2 ORDER BY 1, 2",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let runs = crate::status::last_runs(pool, 20).await?;
+    let runs = crate::status::last_runs(pool, 20, tenant).await?;
     Ok(ReportData {
         generated_at: clock.now(),
+        tenant: tenant.map(str::to_string),
+        tenants,
         customers,
         subscriptions,
         licenses,
@@ -406,12 +479,43 @@ pub fn render(d: &ReportData) -> String {
             (*week, what.to_string(), *licenses)
         })
         .collect();
+    // Several tenants in one report: a section of theirs, and the tenant beside each row.
+    let several = d.tenant.is_none() && d.tenants.len() > 1;
+    let cell = |tenant: &str| {
+        if several {
+            format!("<td>{}</td>", esc(tenant))
+        } else {
+            String::new()
+        }
+    };
+    let head = if several { "<th>tenant</th>" } else { "" };
+    let mut tenants = String::new();
+    if several {
+        for t in &d.tenants {
+            let _ = write!(
+                tenants,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&t.tenant),
+                t.customers,
+                t.subscriptions,
+                t.licenses,
+                t.failing,
+                t.last_good_pass.map_or("never".to_string(), |at| at
+                    .format("%Y-%m-%d %H:%M UTC")
+                    .to_string())
+            );
+        }
+        tenants = format!(
+            "<h2>Partner tenants</h2>\n<p class=\"muted\">A customer of two partner tenants is counted under each; its licence usage (its own tenant's) once, below. <code>pcsync report --tenant NAME</code> writes one tenant's report.</p>\n<table id=\"tenants\"><tr><th>tenant</th><th>customers</th><th>subscriptions</th><th>licenses</th><th>customers failing</th><th>last good pass</th></tr>\n{tenants}</table>"
+        );
+    }
     let mut decisions = String::new();
     for r in &d.decisions {
         let _ = write!(
             decisions,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} → {}</td></tr>",
+            "<tr class=\"{}\">{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} → {}</td></tr>",
             esc(&r.decision.replace(' ', "-")),
+            cell(&r.tenant),
             r.ends_on,
             r.days_left,
             esc(r.company_name.as_deref().unwrap_or("")),
@@ -426,14 +530,15 @@ pub fn render(d: &ReportData) -> String {
         empty("No term longer than a month ends in the next 90 days.")
     } else {
         format!(
-            "<table id=\"decisions\"><tr><th>ends</th><th>days</th><th>customer</th><th>offer</th><th>term</th><th>decision</th><th>licenses → next term</th></tr>\n{decisions}</table>"
+            "<table id=\"decisions\"><tr>{head}<th>ends</th><th>days</th><th>customer</th><th>offer</th><th>term</th><th>decision</th><th>licenses → next term</th></tr>\n{decisions}</table>"
         )
     };
     let mut windows = String::new();
     for w in &d.windows {
         let _ = write!(
             windows,
-            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr>{}<td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            cell(&w.tenant),
             w.allowed_until.format("%Y-%m-%d %H:%M UTC"),
             w.hours_left,
             esc(w.company_name.as_deref().unwrap_or("")),
@@ -445,7 +550,7 @@ pub fn render(d: &ReportData) -> String {
         empty("No refund window is open.")
     } else {
         format!(
-            "<table id=\"windows\"><tr><th>closes</th><th>hours left</th><th>customer</th><th>offer</th><th>refundable seats</th></tr>\n{windows}</table>"
+            "<table id=\"windows\"><tr>{head}<th>closes</th><th>hours left</th><th>customer</th><th>offer</th><th>refundable seats</th></tr>\n{windows}</table>"
         )
     };
     let mut unassigned = String::new();
@@ -480,8 +585,9 @@ pub fn render(d: &ReportData) -> String {
     for r in &d.runs {
         let _ = write!(
             runs,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\">{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.status),
+            cell(&r.tenant),
             r.started_at.format("%Y-%m-%d %H:%M UTC"),
             esc(&r.kind),
             esc(&r.status),
@@ -507,7 +613,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: 3px 8px; 
 tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, tr.renews-with-changes td {{ color: #b7791f; }}
 </style></head>
 <body>
-<h1>pcsync report</h1>
+<h1>pcsync report{of_tenant}</h1>
 <p class="muted">Generated {generated}. Numbers from the views current_subscriptions, license_totals, license_counts_at, upcoming_renewals, renewal_decisions, unassigned_seats, cancellation_windows, change_events and sync_runs.</p>
 <div class="kpis">
 <div class="kpi"><b>{customers}</b>customers</div>
@@ -515,6 +621,7 @@ tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, t
 <div class="kpi"><b id="total-licenses">{licenses}</b>licenses</div>
 <div class="kpi"><b>{failing}</b>customers failing</div>
 </div>
+{tenants}
 <h2>Licenses over time, largest offers (last 30 days)</h2>
 {licenses_chart}
 <h2>Changes per day by kind (last 30 days)</h2>
@@ -534,12 +641,16 @@ tr.failed td, tr.abandoned td, tr.ends td {{ color: #c53030; }} tr.partial td, t
 <h2>Open cancellation windows: seats that can still be returned with a refund</h2>
 {windows}
 <h2>Pass health (last 20 passes)</h2>
-<table><tr><th>started</th><th>kind</th><th>status</th><th>duration</th><th>customers ok</th><th>failed</th><th>changes</th></tr>
+<table id="runs"><tr>{head}<th>started</th><th>kind</th><th>status</th><th>duration</th><th>customers ok</th><th>failed</th><th>changes</th></tr>
 {runs}
 </table>
 </body></html>
 "#,
         generated = d.generated_at.format("%Y-%m-%d %H:%M UTC"),
+        of_tenant = d
+            .tenant
+            .as_deref()
+            .map_or(String::new(), |t| format!(": partner tenant {}", esc(t))),
         customers = d.customers,
         subscriptions = d.subscriptions,
         licenses = d.licenses,
@@ -567,6 +678,7 @@ mod tests {
         let d = ReportData {
             largest_customers: vec![(evil.into(), 5)],
             decisions: vec![DecisionRow {
+                tenant: "default".into(),
                 company_name: Some(evil.into()),
                 offer_name: Some("<b>E3</b>".into()),
                 term_duration: Some("P1Y".into()),
@@ -585,6 +697,7 @@ mod tests {
                 unassigned_beyond_spare: Some(10),
             }],
             windows: vec![WindowRow {
+                tenant: "default".into(),
                 company_name: Some(evil.into()),
                 offer_name: None,
                 refundable_quantity: Some(3),

@@ -42,7 +42,7 @@ async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
 }
 
 async fn healthz(State(e): State<Endpoints>) -> impl IntoResponse {
-    match crate::status::read(&e.pool, e.max_age, &e.clock).await {
+    match crate::status::read(&e.pool, e.max_age, &e.clock, None).await {
         Ok(s) if s.healthy => (StatusCode::OK, format!("{}\n", s.summary)),
         Ok(s) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", s.summary)),
         Err(err) => (

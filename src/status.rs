@@ -17,6 +17,7 @@ use crate::schedule::CronSchedule;
 /// One pass of the run ledger.
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct RunLine {
+    pub tenant: String,
     pub run_id: Uuid,
     pub started_at: DateTime<Utc>,
     pub kind: String,
@@ -29,6 +30,7 @@ pub struct RunLine {
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct FailingCustomer {
+    pub tenant: String,
     pub customer_id: Uuid,
     pub company_name: Option<String>,
     pub failing_since: Option<DateTime<Utc>>,
@@ -47,6 +49,7 @@ pub struct ChangeCount {
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Ending {
+    pub tenant: String,
     pub company_name: Option<String>,
     pub offer_name: Option<String>,
     pub subscription_id: String,
@@ -90,6 +93,8 @@ pub fn unknown_line(why: &str) -> String {
 /// Everything `pcsync status` shows.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// The partner tenants judged (`--tenant`, or every tenant with a pass).
+    pub tenants: Vec<String>,
     /// OK, WARNING, CRITICAL or UNKNOWN; the exit code is its number.
     pub state: State,
     pub exit_code: u8,
@@ -133,64 +138,205 @@ pub fn default_max_age(schedule: &CronSchedule, now: DateTime<Utc>) -> Duration 
     interval * 2
 }
 
-/// The newest `limit` passes of the run ledger, newest first.
-pub async fn last_runs(pool: &PgPool, limit: i64) -> Result<Vec<RunLine>, sqlx::Error> {
+/// The newest `limit` passes of the run ledger (of one tenant, or all), newest first.
+pub async fn last_runs(
+    pool: &PgPool,
+    limit: i64,
+    tenant: Option<&str>,
+) -> Result<Vec<RunLine>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT run_id, started_at, kind, status,
+        "SELECT tenant, run_id, started_at, kind, status,
                 extract(epoch FROM finished_at - started_at)::float8 AS duration_secs,
                 customers_succeeded, customers_failed, changes_detected
-         FROM pcsync.sync_runs ORDER BY started_at DESC LIMIT $1",
+         FROM pcsync.sync_runs WHERE $2::text IS NULL OR tenant = $2
+         ORDER BY started_at DESC LIMIT $1",
     )
     .bind(limit)
+    .bind(tenant)
     .fetch_all(pool)
     .await
 }
 
-/// Reads the status. `max_age`: see [`Status::max_age_secs`].
-pub async fn read(pool: &PgPool, max_age: Duration, clock: &Clock) -> Result<Status, sqlx::Error> {
-    let last_runs = last_runs(pool, 10).await?;
+/// Reads the status of one partner tenant, or of every tenant with a pass (the worst state of
+/// theirs, each finding naming its tenant when there are several). `max_age`: see
+/// [`Status::max_age_secs`].
+pub async fn read(
+    pool: &PgPool,
+    max_age: Duration,
+    clock: &Clock,
+    tenant: Option<&str>,
+) -> Result<Status, sqlx::Error> {
+    if let Some(t) = tenant {
+        return read_tenant(pool, max_age, clock, t).await;
+    }
+    let tenants: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tenant FROM pcsync.sync_runs ORDER BY tenant")
+            .fetch_all(pool)
+            .await?;
+    match tenants.as_slice() {
+        [] => read_tenant(pool, max_age, clock, crate::sync::tenant::DEFAULT_TENANT).await,
+        [one] => read_tenant(pool, max_age, clock, one).await,
+        several => {
+            let mut each = Vec::with_capacity(several.len());
+            for t in several {
+                each.push(read_tenant(pool, max_age, clock, t).await?);
+            }
+            Ok(merge(each, clock.now()))
+        }
+    }
+}
+
+/// Several tenants' statuses as one: the worst state, the findings of every tenant that is
+/// not OK (worst first, each naming its tenant), counts added up, ages the oldest.
+fn merge(mut each: Vec<Status>, now: DateTime<Utc>) -> Status {
+    each.sort_by_key(|s| std::cmp::Reverse(s.state));
+    let state = each.first().map_or(State::Unknown, |s| s.state);
+    let named = |s: &Status| format!("tenant {}: {}", s.tenants.join(","), s.reason);
+    let reason = if state == State::Ok {
+        each.iter().map(named).collect::<Vec<_>>().join("; ")
+    } else {
+        each.iter()
+            .filter(|s| s.state != State::Ok)
+            .map(named)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let sum = |f: fn(&Status) -> i64| each.iter().map(f).sum::<i64>();
+    let failing = each.iter().map(|s| s.failing_customers.len() as i64).sum();
+    let listed = sum(|s| s.customers_listed);
+    let access_lost_7d = sum(|s| s.access_lost_7d);
+    let last_good_age_secs = if each.iter().any(|s| s.last_good_age_secs.is_none()) {
+        None
+    } else {
+        each.iter().filter_map(|s| s.last_good_age_secs).max()
+    };
+    let oldest_confirmed_at = each.iter().filter_map(|s| s.oldest_confirmed_at).min();
+    let max_age_secs = each.iter().map(|s| s.max_age_secs).max().unwrap_or(0);
+    let summary = summary_text(
+        state,
+        &reason,
+        Perf {
+            failing,
+            listed,
+            access_lost_7d,
+            last_good_age_secs,
+            max_age_secs,
+            oldest_confirmation_age_secs: oldest_confirmed_at.map(|t| (now - t).num_seconds()),
+        },
+    );
+    let mut last_runs: Vec<RunLine> = Vec::new();
+    let mut failing_customers = Vec::new();
+    let mut changes: std::collections::BTreeMap<(String, String, Option<String>), i64> =
+        std::collections::BTreeMap::new();
+    let mut ending_without_renewal = Vec::new();
+    let mut tenants = Vec::new();
+    let activity_log_unread = each.iter().any(|s| s.activity_log_unread);
+    let never_confirmed = sum(|s| s.never_confirmed);
+    let activity_read_through = if each.iter().any(|s| s.activity_read_through.is_none()) {
+        None
+    } else {
+        each.iter().filter_map(|s| s.activity_read_through).min()
+    };
+    for s in each {
+        tenants.extend(s.tenants);
+        last_runs.extend(s.last_runs);
+        failing_customers.extend(s.failing_customers);
+        ending_without_renewal.extend(s.ending_without_renewal);
+        for c in s.changes_last_24h {
+            *changes.entry((c.entity, c.kind, c.field)).or_default() += c.changes;
+        }
+    }
+    tenants.sort();
+    last_runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+    last_runs.truncate(10);
+    ending_without_renewal.sort_by_key(|a| a.ends_on);
+    Status {
+        tenants,
+        state,
+        exit_code: state.code(),
+        summary,
+        healthy: state <= State::Warning,
+        reason,
+        customers_listed: listed,
+        access_lost_7d,
+        activity_log_unread,
+        last_good_age_secs,
+        max_age_secs,
+        last_runs,
+        failing_customers,
+        changes_last_24h: changes
+            .into_iter()
+            .map(|((entity, kind, field), changes)| ChangeCount {
+                entity,
+                kind,
+                field,
+                changes,
+            })
+            .collect(),
+        ending_without_renewal,
+        oldest_confirmed_at,
+        never_confirmed,
+        activity_read_through,
+    }
+}
+
+/// One tenant's status.
+async fn read_tenant(
+    pool: &PgPool,
+    max_age: Duration,
+    clock: &Clock,
+    tenant: &str,
+) -> Result<Status, sqlx::Error> {
+    let last_runs = last_runs(pool, 10, Some(tenant)).await?;
     let now = clock.now();
     let mut tx = pool.begin().await?;
     crate::clock::set_for_transaction(&mut tx, clock).await?;
     let failing_customers = sqlx::query_as(
-        "SELECT customer_id, company_name, failing_since, last_error_code, access_lost, last_error
-         FROM pcsync.customer_health WHERE listed AND status = 'failed'
+        "SELECT tenant, customer_id, company_name, failing_since, last_error_code, access_lost,
+                last_error
+         FROM pcsync.customer_health WHERE tenant = $1 AND listed AND status = 'failed'
          ORDER BY failing_since, company_name",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let changes_last_24h = sqlx::query_as(
         "SELECT entity, kind, field, count(*) AS changes FROM pcsync.change_events
-         WHERE detected_at > $1 - interval '24 hours' AND detected_at <= $1
+         WHERE tenant = $2 AND detected_at > $1 - interval '24 hours' AND detected_at <= $1
          GROUP BY entity, kind, field ORDER BY entity, kind, field",
     )
     .bind(now)
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let ending_without_renewal = sqlx::query_as(
-        "SELECT company_name, offer_name, subscription_id, ends_on, days_left, quantity
-         FROM pcsync.upcoming_renewals WHERE NOT auto_renews AND days_left <= 30
+        "SELECT tenant, company_name, offer_name, subscription_id, ends_on, days_left, quantity
+         FROM pcsync.upcoming_renewals WHERE tenant = $1 AND NOT auto_renews AND days_left <= 30
          ORDER BY ends_on, company_name",
     )
+    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     let (oldest_confirmed_at, never_confirmed): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
         "SELECT min(last_confirmed_at), count(*) FILTER (WHERE last_confirmed_at IS NULL)
-         FROM pcsync.customer_health WHERE listed AND NOT access_lost",
+         FROM pcsync.customer_health WHERE tenant = $1 AND listed AND NOT access_lost",
     )
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     let activity_read_through: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT max(activity_read_through) FROM pcsync.sync_runs
-         WHERE status IN ('succeeded', 'partial')",
+         WHERE tenant = $1 AND status IN ('succeeded', 'partial')",
     )
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     let (customers_listed, access_lost_7d): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE access_lost_at > $1 - interval '7 days')
-         FROM pcsync.customer_health WHERE listed",
+         FROM pcsync.customer_health WHERE tenant = $2 AND listed",
     )
     .bind(now)
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     let last_finished = last_runs.iter().find(|r| r.status != "running");
@@ -208,8 +354,10 @@ pub async fn read(pool: &PgPool, max_age: Duration, clock: &Clock) -> Result<Sta
     };
     tx.commit().await?;
     let last_good: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT max(finished_at) FROM pcsync.sync_runs WHERE status IN ('succeeded', 'partial')",
+        "SELECT max(finished_at) FROM pcsync.sync_runs
+         WHERE tenant = $1 AND status IN ('succeeded', 'partial')",
     )
+    .bind(tenant)
     .fetch_one(pool)
     .await?;
     let facts = Facts {
@@ -226,6 +374,7 @@ pub async fn read(pool: &PgPool, max_age: Duration, clock: &Clock) -> Result<Sta
     let summary = summary_line(state, &reason, &facts, oldest_confirmed_at);
     let last_good_age_secs = last_good.map(|t| (now - t).num_seconds());
     Ok(Status {
+        tenants: vec![tenant.to_string()],
         state,
         exit_code: state.code(),
         summary,
@@ -376,23 +525,45 @@ fn summary_line(
     f: &Facts<'_>,
     oldest_confirmed_at: Option<DateTime<Utc>>,
 ) -> String {
+    summary_text(
+        state,
+        reason,
+        Perf {
+            failing: f.failing,
+            listed: f.listed,
+            access_lost_7d: f.access_lost_7d,
+            last_good_age_secs: f.last_good.map(|t| (f.now - t).num_seconds()),
+            max_age_secs: f.max_age.as_secs(),
+            oldest_confirmation_age_secs: oldest_confirmed_at.map(|t| (f.now - t).num_seconds()),
+        },
+    )
+}
+
+/// The numbers of the performance data.
+struct Perf {
+    failing: i64,
+    listed: i64,
+    access_lost_7d: i64,
+    last_good_age_secs: Option<i64>,
+    max_age_secs: u64,
+    oldest_confirmation_age_secs: Option<i64>,
+}
+
+fn summary_text(state: State, reason: &str, p: Perf) -> String {
     let mut perf = vec![
-        format!("failing={};1;;0;{}", f.failing, f.listed),
-        format!("customers={};;;0", f.listed),
-        format!("access_lost_7d={};1;;0", f.access_lost_7d),
+        format!("failing={};1;;0;{}", p.failing, p.listed),
+        format!("customers={};;;0", p.listed),
+        format!("access_lost_7d={};1;;0", p.access_lost_7d),
     ];
-    if let Some(t) = f.last_good {
+    if let Some(age) = p.last_good_age_secs {
         perf.push(format!(
             "last_good_pass_age={}s;;{};0",
-            (f.now - t).num_seconds().max(0),
-            f.max_age.as_secs()
+            age.max(0),
+            p.max_age_secs
         ));
     }
-    if let Some(t) = oldest_confirmed_at {
-        perf.push(format!(
-            "oldest_confirmation_age={}s;;;0",
-            (f.now - t).num_seconds().max(0)
-        ));
+    if let Some(age) = p.oldest_confirmation_age_secs {
+        perf.push(format!("oldest_confirmation_age={}s;;;0", age.max(0)));
     }
     format!(
         "PCSYNC {} - {} | {}",
@@ -410,6 +581,18 @@ pub fn render(s: &Status) -> String {
         out.push('\n');
     };
     line(s.summary.clone());
+    // With several tenants each row says whose it is.
+    let several = s.tenants.len() > 1;
+    let who = |t: &str| {
+        if several {
+            format!("[{t}] ")
+        } else {
+            String::new()
+        }
+    };
+    if several {
+        line(format!("Partner tenants: {}", s.tenants.join(", ")));
+    }
     line(format!(
         "A pass must succeed at least every {:.1} h (status.max_age_secs).",
         s.max_age_secs as f64 / 3600.0
@@ -437,7 +620,8 @@ pub fn render(s: &Status) -> String {
     ));
     for r in &s.last_runs {
         line(format!(
-            "  {:<20} {:<12} {:<12} {:>9} {:>7} {:>7} {:>8}",
+            "  {}{:<20} {:<12} {:<12} {:>9} {:>7} {:>7} {:>8}",
+            who(&r.tenant),
             r.started_at.format("%Y-%m-%d %H:%M:%S"),
             r.kind,
             r.status,
@@ -455,7 +639,8 @@ pub fn render(s: &Status) -> String {
     ));
     for c in &s.failing_customers {
         line(format!(
-            "  {:<36} since {:<20} {}{}",
+            "  {}{:<36} since {:<20} {}{}",
+            who(&c.tenant),
             c.company_name
                 .clone()
                 .unwrap_or_else(|| c.customer_id.to_string()),
@@ -492,7 +677,8 @@ pub fn render(s: &Status) -> String {
     ));
     for e in &s.ending_without_renewal {
         line(format!(
-            "  {:<10} {:>3} days  {:<30} {:<36} {:>6} licenses",
+            "  {}{:<10} {:>3} days  {:<30} {:<36} {:>6} licenses",
+            who(&e.tenant),
             e.ends_on,
             e.days_left,
             e.company_name.as_deref().unwrap_or(""),
@@ -509,6 +695,7 @@ mod tests {
 
     fn run(status: &str, hours_ago: i64, now: DateTime<Utc>) -> RunLine {
         RunLine {
+            tenant: "default".into(),
             run_id: Uuid::nil(),
             started_at: now - chrono::Duration::hours(hours_ago),
             kind: "full".into(),

@@ -217,7 +217,7 @@ async fn a_quarter_of_history_charts_as_lines_and_the_counts_agree() {
     assert!(weeks >= 12, "changes on {weeks} weeks");
 
     // Every chart of the report over time has a line: points on many days or weeks.
-    let data = pcsync::report::read(pool, &world.clock)
+    let data = pcsync::report::read(pool, &world.clock, None)
         .await
         .expect("report");
     let distinct = |points: &[(NaiveDate, String, i64)]| {

@@ -15,7 +15,7 @@ async fn the_report_holds_the_views_numbers_and_renders_offline() {
     })
     .await;
     pass(&s, &[]).await;
-    let data = pcsync::report::read(&s.db.pool, &s.sim.clock())
+    let data = pcsync::report::read(&s.db.pool, &s.sim.clock(), None)
         .await
         .expect("report data");
     let html = pcsync::report::render(&data);

@@ -202,6 +202,33 @@ async fn two_tenants_sync_side_by_side_and_keep_a_shared_customer_apart() {
         "the views show the shared customer under each tenant"
     );
 
+    // Licence usage is the customer's own tenant's: both partner tenants read the same, and
+    // across tenants it counts once.
+    let usage: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT tenant, count(*), count(*) FILTER (WHERE usage_counted)
+         FROM pcsync_bi.license_usage WHERE customer_id = $1::text GROUP BY tenant ORDER BY tenant",
+    )
+    .bind(seed.to_string())
+    .fetch_all(pool)
+    .await
+    .expect("usage");
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert!(usage[0].1 > 0 && usage[0].1 == usage[1].1, "{usage:?}");
+    assert_eq!(
+        usage[0].2 + usage[1].2,
+        usage[0].1,
+        "each SKU counted once: {usage:?}"
+    );
+    let bi_without_tenant: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'pcsync_bi' AND c.relkind = 'v'
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant')",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("views");
+    assert!(bi_without_tenant.is_empty(), "{bi_without_tenant:?}");
+
     // A change in tenant a's copy of the shared customer is a's alone.
     let sub = t.sims[0]
         .customer(seed)
@@ -506,5 +533,127 @@ fn tenants_entries_say_what_to_fix() {
     assert!(
         schedule.contains("\"emea\"") && schedule.contains("sync.schedule"),
         "{schedule}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_report_alerts_and_metrics_per_tenant_and_across_all() {
+    let t = two_tenants(8, 0).await;
+    // One of b's own customers fails (its subscriptions answer 500).
+    let failing = t.sims[1].customer_ids()[1];
+    t.sims[1].set_knobs(Knobs {
+        faults: vec![
+            pcsync::simulator::FaultRule::parse(&format!("500@{failing}")).expect("fault"),
+        ],
+        ..Knobs::default()
+    });
+    let pool = &t.db.pool;
+    let (a, b) = (t.settings("a"), t.settings("b"));
+    let ra = sync::run_pass(
+        &a,
+        pool,
+        Trigger::Test,
+        PassChoice::Full,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("a");
+    let rb = sync::run_pass(
+        &b,
+        pool,
+        Trigger::Test,
+        PassChoice::Full,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("b");
+    assert_eq!(ra.status, RunStatus::Succeeded);
+    assert_eq!(rb.status, RunStatus::Partial);
+
+    // `pcsync status`: each tenant alone, and the worst of both naming the tenant.
+    let status = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pcsync"));
+        cmd.arg("status")
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("PCSYNC_CONFIG")
+            .envs(t.env("a"))
+            .env("RUST_LOG", "error");
+        let out = cmd.output().expect("status");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    let (code, line) = status(&["--tenant", "a"]);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.starts_with("PCSYNC OK - 8 customers synced"), "{line}");
+    let (code, line) = status(&["--tenant", "b"]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("1 of 8 customers failing"), "{line}");
+    let (code, line) = status(&[]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.contains("tenant b: ") && line.contains("failing=1;1;;0;16"),
+        "{line}"
+    );
+    let (code, line) = status(&["--tenant", "c"]);
+    assert_eq!(code, Some(3), "{line}");
+    assert!(line.contains("no partner tenant named \"c\""), "{line}");
+
+    // The report: a section per tenant; one tenant's report is its own.
+    let clock = pcsync::clock::Clock::system();
+    let all = pcsync::report::read(pool, &clock, None)
+        .await
+        .expect("report");
+    let rows: Vec<(&str, i64, i64)> = all
+        .tenants
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.customers, r.failing))
+        .collect();
+    assert_eq!(rows, [("a", 8, 0), ("b", 8, 1)]);
+    assert_eq!(all.failing_customers, 1);
+    let html = pcsync::report::render(&all);
+    assert!(html.contains("<table id=\"tenants\">"), "a tenant section");
+    let only_a = pcsync::report::read(pool, &clock, Some("a"))
+        .await
+        .expect("a's report");
+    assert_eq!(only_a.failing_customers, 0);
+    assert!(only_a.runs.iter().all(|r| r.tenant == "a"));
+    assert!(pcsync::report::render(&only_a).contains("partner tenant a"));
+
+    // The alert of b's pass is b's: it names the tenant.
+    let alert = pcsync::notify::build(pool, &b.notify, &clock, &rb)
+        .await
+        .expect("builds")
+        .expect("b's first load is news");
+    assert_eq!(alert.tenant, "b");
+    assert!(alert.text.starts_with("pcsync [b]: "), "{}", alert.text);
+    assert!(
+        alert.changes.iter().all(|c| c.customer_id != failing),
+        "b's changes only"
+    );
+
+    // The metrics: one registry, every series labelled with its tenant.
+    let metrics = pcsync::metrics::Metrics::new(&["a".to_string(), "b".to_string()]);
+    metrics.observe(pool, &ra, clock.now()).await;
+    metrics.observe(pool, &rb, clock.now()).await;
+    let text = metrics.render(clock.now()).expect("renders");
+    assert!(
+        text.contains(r#"pcsync_passes_total{kind="full",status="succeeded",tenant="a"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pcsync_passes_total{kind="full",status="partial",tenant="b"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pcsync_customers_listed{tenant="a"} 8"#)
+            && text.contains(r#"pcsync_customers_listed{tenant="b"} 8"#),
+        "{text}"
     );
 }
