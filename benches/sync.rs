@@ -117,6 +117,8 @@ fn reset_peak_rss() {
 
 struct SimThread {
     sim: Arc<Simulator>,
+    /// With several partner tenants on the server: every tenant's view, `sim` first.
+    tenants: Vec<Arc<Simulator>>,
     tid: String,
     _stop: std::sync::mpsc::Sender<()>,
 }
@@ -128,6 +130,11 @@ impl SimThread {
 }
 
 fn start_simulator(config: SimConfig) -> Result<SimThread> {
+    start_simulators(vec![config])
+}
+
+/// One simulator thread serving a partner tenant per config (one server, as Partner Center).
+fn start_simulators(configs: Vec<SimConfig>) -> Result<SimThread> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -148,9 +155,18 @@ fn start_simulator(config: SimConfig) -> Result<SimThread> {
                 }
             };
             rt.block_on(async move {
-                match Simulator::start(config).await {
-                    Ok(sim) => {
-                        let _ = tx.send(Ok((Arc::new(sim), tid)));
+                let started = if configs.len() == 1 {
+                    match configs.into_iter().next() {
+                        Some(one) => Simulator::start(one).await.map(|s| vec![s]),
+                        None => Ok(Vec::new()),
+                    }
+                } else {
+                    Simulator::start_tenants(configs, 0).await
+                };
+                match started {
+                    Ok(sims) => {
+                        let sims: Vec<Arc<Simulator>> = sims.into_iter().map(Arc::new).collect();
+                        let _ = tx.send(Ok((sims, tid)));
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e.to_string()));
@@ -161,9 +177,14 @@ fn start_simulator(config: SimConfig) -> Result<SimThread> {
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
             });
         })?;
-    let (sim, tid) = rx.recv()?.map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
+    let (tenants, tid) = rx.recv()?.map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
+    let sim = tenants
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("simulator: no tenant"))?;
     Ok(SimThread {
         sim,
+        tenants,
         tid,
         _stop: stop_tx,
     })
@@ -561,6 +582,9 @@ async fn run() -> Result<Vec<Row>> {
     if wanted("Q") {
         eprintln!("Q: a year of daily license counts ...");
         rows.push(daily_counts(&bench.server, customers).await?);
+    }
+    if wanted("T") {
+        rows.push(several_tenants(&bench.server, customers).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     // pcsync's own memory (a process of its own) for 10,000 customers.
@@ -1491,4 +1515,192 @@ async fn daily_counts(server: &PgServer, customers: u32) -> Result<Row> {
             .join("; "),
         ..Row::default()
     })
+}
+
+// ---- T: several partner tenants ------------------------------------------------------------------
+
+/// Partner tenants of scenario T.
+const T_TENANTS: u32 = 4;
+
+/// Per tenant: customers, subscriptions, managed services and subscribed SKUs, and a digest
+/// of their rows, as stored.
+async fn tenant_rows(pool: &PgPool) -> Result<Vec<(String, i64, i64, i64, i64, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT p.name,
+            (SELECT count(*) FROM pcsync.customers c WHERE c.tenant = p.name),
+            (SELECT count(*) FROM pcsync.subscriptions s WHERE s.tenant = p.name),
+            (SELECT count(*) FROM pcsync.managed_services m WHERE m.tenant = p.name),
+            (SELECT count(*) FROM pcsync.subscribed_skus k WHERE k.tenant = p.name),
+            (SELECT md5(string_agg(s.customer_id::text || s.subscription_id || s.raw::text, ','
+                                   ORDER BY s.customer_id, s.subscription_id))
+             FROM pcsync.subscriptions s WHERE s.tenant = p.name)
+         FROM pcsync.partner_tenants p
+         WHERE EXISTS (SELECT 1 FROM pcsync.sync_runs r WHERE r.tenant = p.name)
+         ORDER BY p.name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// T: `T_TENANTS` partner tenants of `customers / T_TENANTS` customers each, from one
+/// `[[tenants]]` configuration in one `pcsync run --once`, each tenant with its own budget R
+/// (scaled as in B, so one tenant's rate bound is [`RATE_BOUND_SECS`]); then the same tenants
+/// as separate single-tenant passes into another database, for the rows to compare.
+async fn several_tenants(server: &PgServer, customers: u32) -> Result<Row> {
+    let each = (customers / T_TENANTS).max(1);
+    let requests = 3.0 * f64::from(each);
+    let r = ((requests * 60.0 / RATE_BOUND_SECS) as u32).clamp(60, 1_000_000);
+    eprintln!("T: {T_TENANTS} tenants x {each} customers, each at {r}/min ...");
+    let configs = (0..T_TENANTS)
+        .map(|n| SimConfig {
+            tenant: pcsync::simulator::SimTenant::numbered(n),
+            seed: u64::from(n) + 1,
+            customers: each,
+            subscriptions_per_customer: 10,
+            managed_services_per_customer: 5,
+            knobs: Knobs {
+                requests_per_minute: Some(r),
+                ..Knobs::default()
+            },
+            ..SimConfig::default()
+        })
+        .collect();
+    let sims = start_simulators(configs)?;
+    let dir = std::env::temp_dir().join(format!("pcsync-bench-t-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let names: Vec<String> = (1..=T_TENANTS).map(|n| format!("t{n}")).collect();
+    let mut file = String::from("[partner_center]\nmax_attempts = 5\n");
+    let mut env: HashMap<String, String> = HashMap::new();
+    for (name, sim) in names.iter().zip(&sims.tenants) {
+        let csv = dir.join(format!("{name}.csv"));
+        std::fs::write(&csv, sim.customers_csv())?;
+        file.push_str(&format!(
+            "\n[[tenants]]\nname = {name:?}\ncustomers.file = {:?}\npartner_center.requests_per_minute = {r}\npartner_center.max_concurrency = {CONCURRENCY}\n",
+            csv.to_string_lossy()
+        ));
+        env.extend(sim.tenant_env_vars(name));
+    }
+    let config = dir.join("pcsync.toml");
+    std::fs::write(&config, file)?;
+    let db = fresh_db(server).await?;
+    env.insert("PCSYNC__DATABASE__URL".into(), db.url.clone());
+    env.insert("PCSYNC__DATABASE__MAX_CONNECTIONS".into(), "16".into());
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__BASE_URL".into(),
+        sims.sim.base_url(),
+    );
+    env.insert("PCSYNC__AUTH__AUTHORITY".into(), sims.sim.authority());
+    let config_arg = config.to_string_lossy().to_string();
+    let mut row = Row {
+        scenario: format!("T {T_TENANTS} tenants side by side"),
+        setting: format!(
+            "{T_TENANTS} tenants x {each} customers in one [[tenants]] process, each with its own budget {r}/min"
+        ),
+        bound: "one tenant's requests / R".into(),
+        target: "wall ≤ 1.1 × one tenant's rate bound, zero 429s, the rows of separate passes"
+            .into(),
+        bound_s: Some(requests / (f64::from(r) / 60.0)),
+        ..Row::default()
+    };
+    let sim0 = sims.cpu();
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .args(["--config", &config_arg, "run", "--once", "--full"])
+        .env_clear()
+        .envs(&env)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("PCSYNC__LOG__PROGRESS_SECS", "0")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("start pcsync run --once with [[tenants]]")?;
+    let pid = child.id();
+    let (code, usage) = tokio::task::spawn_blocking(move || wait_with_usage(pid)).await??;
+    row.wall_s = started.elapsed().as_secs_f64();
+    if code != 0 {
+        bail!("pcsync run --once with [[tenants]] exited with {code}");
+    }
+    row.cpu_s = usage.cpu_s;
+    row.simulator_cpu_s = sims.cpu() - sim0;
+    row.peak_rss_mib = usage.peak_rss_mib;
+    let (requests_made, throttled, retries, failed, changes): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT sum(api_requests), sum(throttled_responses), sum(retries),
+                    sum(customers_failed), sum(changes_detected)
+             FROM pcsync.sync_runs",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+    row.requests = u64::try_from(requests_made).unwrap_or(0);
+    row.throttled = u64::try_from(throttled).unwrap_or(0);
+    row.retries = u64::try_from(retries).unwrap_or(0);
+    row.failed_customers = u64::try_from(failed).unwrap_or(0);
+    row.events = u64::try_from(changes).unwrap_or(0);
+    let (overlap,): (f64,) = sqlx::query_as(
+        "SELECT extract(epoch FROM min(finished_at) - max(started_at))::float8 FROM pcsync.sync_runs",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    row.ratio = row.bound_s.map(|b| row.wall_s / b);
+    let together = tenant_rows(&db.pool).await?;
+    for t in TABLES {
+        row.rows_written.insert(
+            t.to_string(),
+            sqlx::query_scalar(&format!("SELECT count(*) FROM pcsync.{t}"))
+                .fetch_one(&db.pool)
+                .await?,
+        );
+    }
+    db.drop_db().await?;
+
+    // The same tenants one pass each, unthrottled (only their rows are compared).
+    for sim in &sims.tenants {
+        sim.set_knobs(Knobs::default());
+    }
+    let apart_db = fresh_db(server).await?;
+    for (name, sim) in names.iter().zip(&sims.tenants) {
+        let mut one: HashMap<String, String> = sim.env_vars().into_iter().collect();
+        one.insert("PCSYNC__DATABASE__URL".into(), apart_db.url.clone());
+        one.insert("PCSYNC__AUTH__TENANT_NAME".into(), name.clone());
+        one.insert(
+            "PCSYNC__CUSTOMERS__FILE".into(),
+            dir.join(format!("{name}.csv"))
+                .to_string_lossy()
+                .to_string(),
+        );
+        one.insert(
+            "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+            "1000000".into(),
+        );
+        one.insert(
+            "PCSYNC__PARTNER_CENTER__MAX_CONCURRENCY".into(),
+            CONCURRENCY.to_string(),
+        );
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+            .args(["run", "--once", "--full"])
+            .env_clear()
+            .envs(&one)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("PCSYNC__LOG__PROGRESS_SECS", "0")
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("the single-tenant pass of {name} failed: {status}");
+        }
+    }
+    let apart = tenant_rows(&apart_db.pool).await?;
+    apart_db.drop_db().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let same = together == apart && together.len() == T_TENANTS as usize;
+    row.met = row.ratio.is_some_and(|x| x <= 1.1)
+        && row.throttled == 0
+        && row.failed_customers == 0
+        && same;
+    row.note = format!(
+        "the {T_TENANTS} runs overlapped for {overlap:.1} s; rows per tenant (customers, subscriptions, services, SKUs, digest) {} those of {T_TENANTS} separate single-tenant passes; {} subscriptions in all",
+        if same { "equal" } else { "DIFFER from" },
+        together.iter().map(|t| t.2).sum::<i64>()
+    );
+    Ok(row)
 }
