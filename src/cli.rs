@@ -123,6 +123,11 @@ pub struct SimulateArgs {
     /// system's temporary directory, not the working directory).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Partner tenants served on the one address (each its own customers, tokens, activity
+    /// log and budget; seeds `seed`, `seed + 1`, ..., which share the seed customer). With more
+    /// than one, a `[[tenants]]` configuration file is written beside the customer lists.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub tenants: u32,
 }
 
 #[cfg(feature = "simulator")]
@@ -697,8 +702,18 @@ async fn check(sources: &Sources) -> Exit {
     let settings = match Settings::load(sources) {
         Ok(s) => {
             let (mode, source) = spelled(&s);
+            let tenants = if s.tenants.is_empty() {
+                format!(", tenant \"{}\"", s.auth.tenant_name)
+            } else {
+                let names: Vec<&str> = s
+                    .tenants
+                    .iter()
+                    .map(|t| t.auth.tenant_name.as_str())
+                    .collect();
+                format!(", [[tenants]] {}", names.join(", "))
+            };
             println!(
-                "configuration  ok      auth.mode = \"{mode}\", customers.source = \"{source}\", sync.schedule = \"{}\" ({}), sync.full_schedule = \"{}\"",
+                "configuration  ok      auth.mode = \"{mode}\", customers.source = \"{source}\", sync.schedule = \"{}\" ({}), sync.full_schedule = \"{}\"{tenants}",
                 s.sync.schedule, s.sync.timezone, s.sync.full_schedule
             );
             s
@@ -739,13 +754,31 @@ async fn check(sources: &Sources) -> Exit {
             exit = Exit::Fatal;
         }
     }
+    let several = !settings.tenants.is_empty();
+    for t in settings.tenant_settings() {
+        if check_tenant(&t, pool.as_ref(), several).await != Exit::Ok {
+            exit = Exit::Fatal;
+        }
+    }
+    exit
+}
+
+/// `check`'s customer list and token steps for one tenant (named on each line when there are
+/// several).
+async fn check_tenant(settings: &Settings, pool: Option<&sqlx::PgPool>, several: bool) -> Exit {
+    let tag = if several {
+        format!("[{}] ", settings.auth.tenant_name)
+    } else {
+        String::new()
+    };
+    let mut exit = Exit::Ok;
     match settings.customers.source {
         crate::config::CustomerSource::File => match crate::sync::customers::read_customer_file(
             &settings.customers.file,
             settings.customers.default_mpn_id.as_deref(),
         ) {
             Ok(list) => println!(
-                "customers      ok      {} customers in {}{}",
+                "customers      ok      {tag}{} customers in {}{}",
                 list.customers.len(),
                 settings.customers.file.display(),
                 if list.problems.is_empty() {
@@ -758,25 +791,25 @@ async fn check(sources: &Sources) -> Exit {
                 }
             ),
             Err(e) => {
-                println!("customers      failed  {e}");
+                println!("customers      failed  {tag}{e}");
                 exit = Exit::Fatal;
             }
         },
         crate::config::CustomerSource::Api => {
             println!(
-                "customers      ok      read from the Partner Center customer list at each pass"
+                "customers      ok      {tag}read from the Partner Center customer list at each pass"
             )
         }
     }
     let creds = match settings.auth.credentials() {
         Ok(c) => c,
         Err(e) => {
-            println!("token          failed  {e}");
+            println!("token          failed  {tag}{e}");
             return Exit::Fatal;
         }
     };
     // The stored rotated token is read when the schema exists; it is not written back.
-    let store = match &pool {
+    let store = match pool {
         Some(p) if db::schema_current(p).await => Some(RefreshTokenStore::read_only(p.clone())),
         _ => None,
     };
@@ -787,13 +820,13 @@ async fn check(sources: &Sources) -> Exit {
             Err(e) => Err(e),
         },
         Err(e) => {
-            println!("token          failed  cannot build an HTTP client: {e}");
+            println!("token          failed  {tag}cannot build an HTTP client: {e}");
             return Exit::Fatal;
         }
     };
     match result {
         Ok(mode) => println!(
-            "token          ok      {} token from {}",
+            "token          ok      {tag}{} token from {}",
             match mode {
                 crate::config::AuthMode::AppUser => "App+User",
                 crate::config::AuthMode::AppOnly => "App-only",
@@ -801,7 +834,7 @@ async fn check(sources: &Sources) -> Exit {
             settings.auth.authority
         ),
         Err(e) => {
-            println!("token          failed  {e}");
+            println!("token          failed  {tag}{e}");
             exit = Exit::Fatal;
         }
     }
@@ -824,13 +857,16 @@ async fn simulate(args: SimulateArgs) -> Exit {
             jitter_ms: args.jitter_ms,
             requests_per_minute: args.rpm,
             burst: args.burst,
-            faults: args.faults,
+            faults: args.faults.clone(),
             hang_secs: None,
             customer_list_body: None,
             subscribed_skus_body: None,
         },
         ..SimConfig::default()
     };
+    if args.tenants > 1 {
+        return simulate_tenants(args, config).await;
+    }
     let sim = match Simulator::start_on(config, args.port).await {
         Ok(s) => s,
         Err(e) => {
@@ -876,6 +912,92 @@ async fn simulate(args: SimulateArgs) -> Exit {
     println!(
         "\nControl: GET {0}/_sim/stats | POST {0}/_sim/mutate {{\"fraction\":0.01,\"seed\":1}} | POST {0}/_sim/change | GET/PUT {0}/_sim/knobs",
         sim.base_url()
+    );
+    match crate::shutdown::signal().await {
+        crate::shutdown::Signal::Interrupt => Exit::Interrupted,
+        crate::shutdown::Signal::Terminate => Exit::Terminated,
+    }
+}
+
+/// `simulate --tenants N`: N partner tenants on one address, and the `[[tenants]]`
+/// configuration that syncs them all from one `pcsync run`.
+#[cfg(feature = "simulator")]
+async fn simulate_tenants(args: SimulateArgs, config: crate::simulator::SimConfig) -> Exit {
+    use crate::simulator::{SimConfig, SimTenant, Simulator};
+    let configs: Vec<SimConfig> = (0..args.tenants)
+        .map(|n| SimConfig {
+            tenant: SimTenant::numbered(n),
+            seed: args.seed + u64::from(n),
+            ..config.clone()
+        })
+        .collect();
+    let sims = match Simulator::start_tenants(configs, args.port).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "pcsync simulate: cannot listen on 127.0.0.1:{}: {e}",
+                args.port
+            );
+            return Exit::Fatal;
+        }
+    };
+    let dir = args
+        .csv
+        .as_ref()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let rpm = args.rpm.unwrap_or(100_000);
+    let mut file = String::from(
+        "# The simulator's partner tenants, all synced by one `pcsync run`; their secrets come from\n# the PCSYNC_TENANT_<NAME>__ variables printed beside this file.\n",
+    );
+    let mut exports = Vec::new();
+    for (n, sim) in sims.iter().enumerate() {
+        let name = format!("t{}", n + 1);
+        let csv = dir.join(format!("pcsync-sim-customers-{name}.csv"));
+        if let Err(e) = std::fs::write(&csv, sim.customers_csv()) {
+            eprintln!("pcsync simulate: cannot write {}: {e}", csv.display());
+            return Exit::Fatal;
+        }
+        file.push_str(&format!(
+            "\n[[tenants]]\nname = {name:?}\ncustomers.file = {:?}\npartner_center.requests_per_minute = {rpm}\n",
+            csv.display().to_string()
+        ));
+        exports.extend(sim.tenant_env_vars(&name));
+    }
+    let config_path = dir.join("pcsync-sim-tenants.toml");
+    if let Err(e) = std::fs::write(&config_path, file) {
+        eprintln!(
+            "pcsync simulate: cannot write {}: {e}",
+            config_path.display()
+        );
+        return Exit::Fatal;
+    }
+    let Some(first) = sims.first() else {
+        return Exit::Fatal;
+    };
+    println!(
+        "Partner Center simulator on {} for {} partner tenants ({} customers each, seeds {} to {}; they share the seed customer). Ctrl-C stops it.",
+        first.base_url(),
+        args.tenants,
+        args.customers,
+        args.seed,
+        args.seed + u64::from(args.tenants) - 1
+    );
+    println!("\nSync them all from one process (the credentials are the simulator's own):");
+    println!(
+        "  export PCSYNC__PARTNER_CENTER__BASE_URL={}",
+        first.base_url()
+    );
+    println!("  export PCSYNC__AUTH__AUTHORITY={}", first.authority());
+    for (k, v) in exports {
+        println!("  export {k}={v}");
+    }
+    println!("  pcsync --config {} run --once", config_path.display());
+    println!(
+        "\nControl (the first tenant's): GET {0}/_sim/stats | POST {0}/_sim/mutate | GET/PUT {0}/_sim/knobs",
+        first.base_url()
     );
     match crate::shutdown::signal().await {
         crate::shutdown::Signal::Interrupt => Exit::Interrupted,

@@ -657,3 +657,88 @@ async fn status_report_alerts_and_metrics_per_tenant_and_across_all() {
         "{text}"
     );
 }
+
+/// What `pcsync simulate --tenants 2` prints is the setup to paste: its exports and its
+/// `[[tenants]]` file sync both tenants from one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_tenants_setup_syncs_both_from_one_process() {
+    use tokio::io::AsyncBufReadExt;
+    let db = TestDb::migrated().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .args([
+            "simulate",
+            "--tenants",
+            "2",
+            "--customers",
+            "5",
+            "--port",
+            "0",
+            "--csv",
+        ])
+        .arg(dir.path().join("customers.csv"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulate");
+    let mut lines = tokio::io::BufReader::new(sim.stdout.take().expect("stdout")).lines();
+    let mut env: HashMap<String, String> = HashMap::new();
+    let mut command = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = line.trim().to_string();
+        if let Some((k, v)) = line.strip_prefix("export ").and_then(|e| e.split_once('=')) {
+            env.insert(k.to_string(), v.to_string());
+        } else if line.starts_with("pcsync --config ") {
+            command = Some(line);
+            break;
+        }
+    }
+    let command = command.expect("the command to run");
+    let config = command
+        .strip_prefix("pcsync --config ")
+        .and_then(|c| c.strip_suffix(" run --once"))
+        .expect("pcsync --config FILE run --once");
+    assert!(
+        env.contains_key("PCSYNC_TENANT_T2__AUTH__CLIENT_SECRET"),
+        "{env:?}"
+    );
+    env.insert("DATABASE_URL".into(), db.url.clone());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .args(["--config", config, "run", "--once"])
+        .env_remove("PCSYNC_CONFIG")
+        .envs(&env)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant, status FROM pcsync.sync_runs ORDER BY tenant")
+            .fetch_all(&db.pool)
+            .await
+            .expect("runs");
+    assert_eq!(
+        runs,
+        [
+            ("t1".to_string(), "succeeded".to_string()),
+            ("t2".to_string(), "succeeded".to_string())
+        ]
+    );
+    let shared: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pcsync.customers WHERE customer_id = $1::uuid")
+            .bind(SEED_CUSTOMER_ID)
+            .fetch_one(&db.pool)
+            .await
+            .expect("shared");
+    assert_eq!(
+        shared, 2,
+        "the tenants share the seed customer, as two rows"
+    );
+    let _ = sim.kill().await;
+}
