@@ -742,3 +742,50 @@ async fn the_simulators_tenants_setup_syncs_both_from_one_process() {
     );
     let _ = sim.kill().await;
 }
+
+/// One partner tenant has one name: a pass under a second name with the credentials of a
+/// tenant already recorded stops before touching anything, naming both names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_tenant_under_a_second_name_is_refused() {
+    let t = two_tenants(3, 0).await;
+    let pool = &t.db.pool;
+    let a = t.settings("a");
+    let first = sync::run_pass(
+        &a,
+        pool,
+        Trigger::Test,
+        PassChoice::Full,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("a");
+    assert_eq!(first.status, RunStatus::Succeeded);
+    let mut env = t.env("a");
+    env.insert("PCSYNC__AUTH__TENANT_NAME".into(), "a-again".into());
+    let again = Settings::load(&Sources { file: None, env }).expect("settings");
+    let refused = sync::run_pass(
+        &again,
+        pool,
+        Trigger::Test,
+        PassChoice::Full,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(refused.status, RunStatus::Failed);
+    let error = refused.error.unwrap_or_default();
+    assert!(
+        error.contains("under the name \"a\"") && error.contains("\"a-again\""),
+        "{error}"
+    );
+    assert_eq!(
+        of_tenant(
+            pool,
+            "SELECT count(*) FROM pcsync.customers WHERE tenant = $1",
+            "a-again"
+        )
+        .await,
+        0,
+        "nothing stored under the second name"
+    );
+}

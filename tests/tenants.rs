@@ -239,3 +239,104 @@ async fn a_pass_records_its_partner_tenant_and_refuses_another_under_the_same_na
         "no customer is blamed"
     );
 }
+
+/// After the migration the first pass keeps using the newest rotated refresh token the earlier
+/// passes stored (the configured one was revoked when it was rotated), and records the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_pass_after_the_migration_keeps_the_rotated_refresh_token() {
+    use pcsync::simulator::{
+        PARTNER_CENTER_RESOURCE, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN,
+        SIM_TENANT_ID, SimConfig, Simulator,
+    };
+    let db = TestDb::empty().await;
+    migrate_before_tenants(&db.url).await;
+    let sim = Simulator::start(SimConfig {
+        customers: 3,
+        keep_rotated_refresh_tokens: false,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    // An earlier pass rotated the configured token and stored the new one.
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/{SIM_TENANT_ID}/oauth2/token", sim.authority()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", SIM_CLIENT_ID),
+            ("client_secret", SIM_CLIENT_SECRET),
+            ("refresh_token", SIM_REFRESH_TOKEN),
+            ("resource", PARTNER_CENTER_RESOURCE),
+        ])
+        .send()
+        .await
+        .expect("token endpoint")
+        .json()
+        .await
+        .expect("json");
+    let rotated = answer["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_string();
+    assert!(
+        !sim.refresh_token_valid(SIM_REFRESH_TOKEN),
+        "the configured one is spent"
+    );
+    let seed = pcsync::partner_center::auth::fingerprint(&secrecy::SecretString::from(
+        SIM_REFRESH_TOKEN.to_string(),
+    ));
+    sqlx::query(
+        "INSERT INTO pcsync_private.refresh_tokens (tenant_id, client_id, refresh_token, seed_fingerprint, obtained_at)
+         VALUES ($1, $2, $3, $4, now())",
+    )
+    .bind(SIM_TENANT_ID)
+    .bind(SIM_CLIENT_ID)
+    .bind(&rotated)
+    .bind(seed)
+    .execute(&db.pool)
+    .await
+    .expect("the stored token");
+    pcsync::db::migrate(&db.pool).await.expect("migrate");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, sim.customers_csv()).expect("csv");
+    let mut env: std::collections::HashMap<String, String> = sim.env_vars().into_iter().collect();
+    env.insert("PCSYNC__DATABASE__URL".into(), db.url.clone());
+    env.insert(
+        "PCSYNC__CUSTOMERS__FILE".into(),
+        csv.to_string_lossy().to_string(),
+    );
+    env.insert(
+        "PCSYNC__PARTNER_CENTER__REQUESTS_PER_MINUTE".into(),
+        "100000".into(),
+    );
+    let settings = pcsync::config::Settings::load(&pcsync::config::Sources { file: None, env })
+        .expect("settings");
+    let report = pcsync::sync::run_pass(
+        &settings,
+        &db.pool,
+        pcsync::sync::Trigger::Test,
+        pcsync::sync::PassChoice::Full,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("the pass runs");
+    assert_eq!(report.status.as_str(), "succeeded", "{:?}", report.error);
+    let (tenant, token): (String, String) =
+        sqlx::query_as("SELECT tenant, refresh_token FROM pcsync_private.refresh_tokens")
+            .fetch_one(&db.pool)
+            .await
+            .expect("one token row");
+    assert_eq!(tenant, "default");
+    assert!(
+        sim.refresh_token_valid(&token),
+        "the newest rotation is kept"
+    );
+    let guid: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT partner_tenant_id FROM pcsync.partner_tenants WHERE name = 'default'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("tenant");
+    assert_eq!(guid.map(|g| g.to_string()).as_deref(), Some(SIM_TENANT_ID));
+}
