@@ -789,3 +789,66 @@ async fn a_partner_tenant_under_a_second_name_is_refused() {
         "nothing stored under the second name"
     );
 }
+
+/// The long-lived worker serving `[[tenants]]` runs each tenant on its own schedule; a tenant
+/// whose every pass fails (a wrong secret) stops none of the other's passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_each_tenant_on_its_schedule_and_a_failing_one_stops_no_other() {
+    let t = two_tenants(3, 0).await;
+    let path = t.dir.path().join("worker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[partner_center]\nrequests_per_minute = 100000\nmax_attempts = 1\n\n\
+             [[tenants]]\nname = \"a\"\ncustomers.file = {a:?}\nsync.schedule = \"*/2 * * * * *\"\n\n\
+             [[tenants]]\nname = \"b\"\ncustomers.file = {b:?}\nsync.schedule = \"*/3 * * * * *\"\n",
+            a = t.csv("a"),
+            b = t.csv("b"),
+        ),
+    )
+    .expect("config");
+    let mut env = tenants_env(&t);
+    env.insert(
+        "PCSYNC_TENANT_B__AUTH__CLIENT_SECRET".into(),
+        "not-the-secret-of-b".into(),
+    );
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcsync"))
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .env_remove("DATABASE_URL")
+        .env_remove("PCSYNC_CONFIG")
+        .envs(&env)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker");
+    let runs = |tenant: &'static str, status: &'static str| {
+        let pool = t.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pcsync.sync_runs WHERE tenant = $1 AND status = $2",
+            )
+            .bind(tenant)
+            .bind(status)
+            .fetch_one(&pool)
+            .await
+            .expect("runs")
+        }
+    };
+    for _ in 0..150 {
+        if runs("a", "succeeded").await >= 2 && runs("b", "failed").await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = worker.kill().await;
+    assert!(runs("a", "succeeded").await >= 2, "a went on passing");
+    assert!(
+        runs("b", "failed").await >= 2,
+        "b tried at each of its firings"
+    );
+    assert_eq!(runs("a", "failed").await, 0);
+}
