@@ -852,3 +852,82 @@ async fn the_worker_runs_each_tenant_on_its_schedule_and_a_failing_one_stops_no_
     );
     assert_eq!(runs("a", "failed").await, 0);
 }
+
+/// `run --once` over `[[tenants]]` pushes one Pushgateway group per tenant (a real
+/// Pushgateway), each with its own tenant's series only, so the groups never overwrite each
+/// other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_is_its_own_pushgateway_group() {
+    let gateway = ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| format!("{d}/prometheus-pushgateway"))
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(gateway) = gateway else {
+        assert!(
+            !(std::env::var("CI").is_ok_and(|v| v == "true")
+                || std::env::var("PCSYNC_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1")),
+            "the test needs prometheus-pushgateway (apt install prometheus-pushgateway)"
+        );
+        eprintln!("skipped: prometheus-pushgateway is missing");
+        return;
+    };
+    let t = two_tenants(3, 0).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let _gw = tokio::process::Command::new(gateway)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the Pushgateway starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{url}/-/ready")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut env = tenants_env(&t);
+    env.insert("PCSYNC__METRICS__PUSHGATEWAY_URL".into(), url.clone());
+    let out = t
+        .command(env)
+        .arg("--config")
+        .arg(tenants_file(&t))
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let groups: serde_json::Value = http
+        .get(format!("{url}/api/v1/metrics"))
+        .send()
+        .await
+        .expect("the groups")
+        .json()
+        .await
+        .expect("json");
+    let mut seen = Vec::new();
+    for group in groups["data"].as_array().expect("groups") {
+        let tenant = group["labels"]["tenant"]
+            .as_str()
+            .expect("a tenant group")
+            .to_string();
+        let passes = &group["pcsync_passes_total"]["metrics"];
+        let series = passes.as_array().expect("the group's passes");
+        assert!(!series.is_empty(), "{group}");
+        for s in series {
+            assert_eq!(s["labels"]["tenant"], tenant.as_str(), "{group}");
+        }
+        seen.push(tenant);
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b"]);
+}
