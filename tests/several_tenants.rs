@@ -96,6 +96,19 @@ impl Two {
     }
 }
 
+/// One full pass in this process, never stopped.
+async fn full_pass(settings: &Settings, pool: &sqlx::PgPool) -> sync::PassReport {
+    sync::run_pass(
+        settings,
+        pool,
+        Trigger::Test,
+        PassChoice::Full,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the pass runs")
+}
+
 async fn of_tenant(pool: &sqlx::PgPool, sql: &str, tenant: &str) -> i64 {
     sqlx::query_scalar(sql)
         .bind(tenant)
@@ -110,23 +123,7 @@ async fn two_tenants_sync_side_by_side_and_keep_a_shared_customer_apart() {
     let seed: uuid::Uuid = SEED_CUSTOMER_ID.parse().expect("the seed customer's id");
     let (a, b) = (t.settings("a"), t.settings("b"));
     let pool = &t.db.pool;
-    let (ra, rb) = tokio::join!(
-        sync::run_pass(
-            &a,
-            pool,
-            Trigger::Test,
-            PassChoice::Full,
-            CancellationToken::new()
-        ),
-        sync::run_pass(
-            &b,
-            pool,
-            Trigger::Test,
-            PassChoice::Full,
-            CancellationToken::new()
-        ),
-    );
-    let (ra, rb) = (ra.expect("a runs"), rb.expect("b runs"));
+    let (ra, rb) = tokio::join!(full_pass(&a, pool), full_pass(&b, pool),);
     assert_eq!(ra.status, RunStatus::Succeeded, "{ra:?}");
     assert_eq!(rb.status, RunStatus::Succeeded, "{rb:?}");
 
@@ -245,15 +242,7 @@ async fn two_tenants_sync_side_by_side_and_keep_a_shared_customer_apart() {
             value: serde_json::json!(77),
         })
         .expect("applies");
-    let again = sync::run_pass(
-        &a,
-        pool,
-        Trigger::Test,
-        PassChoice::Full,
-        CancellationToken::new(),
-    )
-    .await
-    .expect("a again");
+    let again = full_pass(&a, pool).await;
     assert_eq!(again.status, RunStatus::Succeeded);
     let quantities: Vec<(String, Option<i64>)> = sqlx::query_as(
         "SELECT tenant, quantity::bigint FROM pcsync.subscriptions
@@ -549,24 +538,8 @@ async fn status_report_alerts_and_metrics_per_tenant_and_across_all() {
     });
     let pool = &t.db.pool;
     let (a, b) = (t.settings("a"), t.settings("b"));
-    let ra = sync::run_pass(
-        &a,
-        pool,
-        Trigger::Test,
-        PassChoice::Full,
-        CancellationToken::new(),
-    )
-    .await
-    .expect("a");
-    let rb = sync::run_pass(
-        &b,
-        pool,
-        Trigger::Test,
-        PassChoice::Full,
-        CancellationToken::new(),
-    )
-    .await
-    .expect("b");
+    let ra = full_pass(&a, pool).await;
+    let rb = full_pass(&b, pool).await;
     assert_eq!(ra.status, RunStatus::Succeeded);
     assert_eq!(rb.status, RunStatus::Partial);
 
@@ -750,28 +723,12 @@ async fn a_partner_tenant_under_a_second_name_is_refused() {
     let t = two_tenants(3, 0).await;
     let pool = &t.db.pool;
     let a = t.settings("a");
-    let first = sync::run_pass(
-        &a,
-        pool,
-        Trigger::Test,
-        PassChoice::Full,
-        CancellationToken::new(),
-    )
-    .await
-    .expect("a");
+    let first = full_pass(&a, pool).await;
     assert_eq!(first.status, RunStatus::Succeeded);
     let mut env = t.env("a");
     env.insert("PCSYNC__AUTH__TENANT_NAME".into(), "a-again".into());
     let again = Settings::load(&Sources { file: None, env }).expect("settings");
-    let refused = sync::run_pass(
-        &again,
-        pool,
-        Trigger::Test,
-        PassChoice::Full,
-        CancellationToken::new(),
-    )
-    .await
-    .expect("runs");
+    let refused = full_pass(&again, pool).await;
     assert_eq!(refused.status, RunStatus::Failed);
     let error = refused.error.unwrap_or_default();
     assert!(
