@@ -830,3 +830,10 @@ COMMENT ON COLUMN pcsync_bi.unassigned_seats.usage_counted IS
 COMMENT ON COLUMN pcsync.renewal_decisions.unassigned_counted IS
     'True on one decision per customer and SKU across all partner tenants (the first tenant by name, then the soonest end): sum unassigned_seats over these rows only.';
 
+
+-- Migration 16 added the tenant column to populated tables without statistics on it: until
+-- autovacuum analyzes them, the planner takes `tenant = ...` for a handful of rows (nested
+-- loops over thousands). Statistics now, so the first passes after an upgrade plan as usual.
+ANALYZE pcsync.customers, pcsync.subscriptions, pcsync.managed_services, pcsync.subscribed_skus,
+    pcsync.subscription_history, pcsync.subscribed_sku_history, pcsync.change_events,
+    pcsync.activity_log, pcsync.sync_runs, pcsync.sync_errors;

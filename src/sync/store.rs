@@ -659,9 +659,13 @@ pub async fn mark_departures(
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
+        // EXCEPT (a hashed or sorted set difference) whatever the statistics say: an anti join
+        // the planner takes for a nested loop (a table not analyzed since an upgrade) compares
+        // every customer with every listed one, 100 million times for 10,000.
         "UPDATE pcsync.customers c SET left_list_at = $2
-         WHERE c.tenant = $3 AND c.left_list_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM UNNEST($1::uuid[]) AS l(id) WHERE l.id = c.customer_id)",
+         FROM (SELECT customer_id FROM pcsync.customers WHERE tenant = $3 AND left_list_at IS NULL
+               EXCEPT SELECT unnest($1::uuid[])) AS gone
+         WHERE c.tenant = $3 AND c.customer_id = gone.customer_id",
     )
     .bind(list.iter().copied().collect::<Vec<_>>())
     .bind(now)
