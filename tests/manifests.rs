@@ -34,8 +34,14 @@ fn manifests(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The validator, installed once in a virtual environment.
+/// The validator, installed once in a virtual environment (once per test binary too: its tests
+/// run in parallel and would build the same environment at once).
 fn validator() -> Option<PathBuf> {
+    static INSTALLED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(install_validator).clone()
+}
+
+fn install_validator() -> Option<PathBuf> {
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-validate");
     let exe = venv.join("bin/kubernetes-validate");
     if exe.exists() {
