@@ -833,7 +833,24 @@ COMMENT ON COLUMN pcsync.renewal_decisions.unassigned_counted IS
 
 -- Migration 16 added the tenant column to populated tables without statistics on it: until
 -- autovacuum analyzes them, the planner takes `tenant = ...` for a handful of rows (nested
--- loops over thousands). Statistics now, so the first passes after an upgrade plan as usual.
-ANALYZE pcsync.customers, pcsync.subscriptions, pcsync.managed_services, pcsync.subscribed_skus,
-    pcsync.subscription_history, pcsync.subscribed_sku_history, pcsync.change_events,
-    pcsync.activity_log, pcsync.sync_runs, pcsync.sync_errors;
+-- loops over thousands). Statistics now for the tables that hold rows, so the first passes after
+-- an upgrade plan as usual. An empty table is left unanalyzed: statistics saying "empty" would
+-- mislead the planner during a first load, where the size of a never-analyzed table is read
+-- from its pages.
+DO $$
+DECLARE
+    t text;
+    populated boolean;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[
+        'pcsync.customers', 'pcsync.subscriptions', 'pcsync.managed_services',
+        'pcsync.subscribed_skus', 'pcsync.subscription_history', 'pcsync.subscribed_sku_history',
+        'pcsync.change_events', 'pcsync.activity_log', 'pcsync.sync_runs', 'pcsync.sync_errors']
+    LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t) INTO populated;
+        IF populated THEN
+            EXECUTE format('ANALYZE %s', t);
+        END IF;
+    END LOOP;
+END
+$$;
