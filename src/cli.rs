@@ -571,16 +571,8 @@ async fn report(settings: &Settings, out: &std::path::Path, tenant: Option<&str>
         return Exit::Fatal;
     }
     if let Some(name) = tenant {
-        let known: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pcsync.partner_tenants ORDER BY name")
-                .fetch_all(&pool)
-                .await
-                .unwrap_or_default();
-        if !known.iter().any(|k| k == name) {
-            eprintln!(
-                "pcsync report: no partner tenant named {name:?} in this database; its tenants: {}",
-                known.join(", ")
-            );
+        if let Some(why) = crate::sync::tenant::unknown(&pool, name).await {
+            eprintln!("pcsync report: {why}");
             return Exit::Fatal;
         }
     }
@@ -629,16 +621,8 @@ async fn status(settings: &Settings, json: bool, tenant: Option<&str>) -> Exit {
         ));
     }
     if let Some(name) = tenant {
-        let known: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pcsync.partner_tenants ORDER BY name")
-                .fetch_all(&pool)
-                .await
-                .unwrap_or_default();
-        if !known.iter().any(|k| k == name) {
-            return unknown(format!(
-                "no partner tenant named {name:?} in this database; its tenants: {}",
-                known.join(", ")
-            ));
+        if let Some(why) = crate::sync::tenant::unknown(&pool, name).await {
+            return unknown(why);
         }
     }
     // The schedule of the tenant asked about, or the slowest of them all.

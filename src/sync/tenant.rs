@@ -76,6 +76,22 @@ pub enum TenantMismatch {
     },
 }
 
+/// Why `name` cannot be asked about (`status --tenant`, `report --tenant`): `None` when the
+/// database knows the tenant, else a sentence naming the tenants it has.
+pub async fn unknown(pool: &sqlx::PgPool, name: &str) -> Option<String> {
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pcsync.partner_tenants ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    (!known.iter().any(|k| k == name)).then(|| {
+        format!(
+            "no partner tenant named {name:?} in this database; its tenants: {}",
+            known.join(", ")
+        )
+    })
+}
+
 /// Makes sure the tenant's row exists (every row of a pass references it by name).
 pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
